@@ -27,7 +27,7 @@ class Fix:
     altitude_m: float | None = None
     valid: bool = True
     satellites: int | None = None
-    attributes: Mapping[str, Any] = field(default=EMPTY)
+    attributes: Mapping[str, Any] = field(default_factory=lambda: EMPTY)
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,7 +37,7 @@ class DeviceEvent:
     device_id: str
     time: datetime
     kind: str
-    attributes: Mapping[str, Any] = field(default=EMPTY)
+    attributes: Mapping[str, Any] = field(default_factory=lambda: EMPTY)
 
 
 @dataclass(frozen=True, slots=True)

@@ -64,7 +64,7 @@ class Location:
     altitude_m: float | None = None
     valid: bool = True
     satellites: int | None = None
-    attributes: Mapping[str, Any] = field(default=EMPTY)
+    attributes: Mapping[str, Any] = field(default_factory=lambda: EMPTY)
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,4 +83,4 @@ class Message:
     device_id: str | None = None
     locations: tuple[Location, ...] = ()
     alarms: tuple[str, ...] = ()
-    attributes: Mapping[str, Any] = field(default=EMPTY)
+    attributes: Mapping[str, Any] = field(default_factory=lambda: EMPTY)
