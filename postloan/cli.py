@@ -1,0 +1,225 @@
+"""The ``postloan`` command."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Callable, Sequence
+from datetime import datetime
+
+from postloan import __version__
+from postloan.config import Config, ConfigError, load_config
+
+log = logging.getLogger("postloan")
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+def parse_time(text: str) -> datetime:
+    """Parse an ISO-8601 time; a time without a zone is taken as UTC."""
+    from datetime import UTC
+
+    try:
+        value = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(
+            f"invalid time {text!r}: expected ISO-8601, e.g. 2026-01-31T08:00:00Z"
+        ) from exc
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return value.astimezone(UTC)
+
+
+def _config(args: argparse.Namespace) -> Config:
+    return load_config(args.config)
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(
+        level=level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+def cmd_decode(args: argparse.Namespace) -> int:
+    from postloan.protocols.inspect import decode_hex
+
+    texts: Sequence[str] = args.hex or [sys.stdin.read()]
+    failed = False
+    for text in texts:
+        for record in decode_hex(text, utc_offset=args.utc_offset):
+            failed = failed or "error" in record
+            print(json.dumps(record, ensure_ascii=False))
+    return 1 if failed else 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from postloan.runner import run_gateway
+
+    config = _config(args)
+    _setup_logging(config.logging.level)
+    return run_gateway(config)
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    from postloan.runner import run_simulation
+
+    _setup_logging(args.log_level)
+    return run_simulation(
+        paths=args.trajectories,
+        protocol=args.protocol,
+        host=args.host,
+        port=args.port,
+        speedup=None if args.speedup <= 0 else args.speedup,
+        devices=args.devices,
+    )
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from postloan.runner import run_demo
+
+    config = _config(args)
+    _setup_logging(args.log_level)
+    return run_demo(config, store_url=args.store, paths=args.trajectories)
+
+
+def cmd_tracks(args: argparse.Namespace) -> int:
+    from postloan.store import open_store
+    from postloan.store.export import write_csv, write_geojson, write_gpx
+
+    config = _config(args)
+    store = open_store(args.store or config.store.url)
+    try:
+        fixes = store.iter_track(args.device, args.since, args.until)
+        writers = {"geojson": write_geojson, "csv": write_csv, "gpx": write_gpx}
+        writers[args.format](fixes, sys.stdout)
+    finally:
+        store.close()
+    return 0
+
+
+def cmd_db_migrate(args: argparse.Namespace) -> int:
+    from postloan.store import open_store
+
+    config = _config(args)
+    store = open_store(args.store or config.store.url)
+    try:
+        store.migrate()
+    finally:
+        store.close()
+    print("migrations applied")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="postloan",
+        description="Post-loan risk control for auto finance: tracker gateway, "
+        "track store and geofences.",
+    )
+    parser.add_argument("--version", action="version", version=__version__)
+    parser.add_argument(
+        "--config", help="path to config.toml (default: built-in defaults)"
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    decode = sub.add_parser(
+        "decode", help="decode hex packets a device sent (JSON Lines on stdout)"
+    )
+    decode.add_argument(
+        "hex", nargs="*", help="hex bytes; spaces allowed; stdin if none"
+    )
+    decode.add_argument(
+        "--utc-offset",
+        default=None,
+        help="device clock offset such as +08:00 "
+        "(default: UTC for GT06, +08:00 for JT808)",
+    )
+    decode.set_defaults(handler=cmd_decode)
+
+    run = sub.add_parser("run", help="run the gateway, store and fences from config")
+    run.set_defaults(handler=cmd_run)
+
+    simulate = sub.add_parser(
+        "simulate", help="replay trajectories as trackers against a running gateway"
+    )
+    simulate.add_argument(
+        "trajectories",
+        nargs="*",
+        help="trajectory files or folders (default: vendored)",
+    )
+    simulate.add_argument("--protocol", choices=["gt06", "jt808"], default="gt06")
+    simulate.add_argument("--host", default="127.0.0.1")
+    simulate.add_argument("--port", type=int, help="gateway port (default: protocol's)")
+    simulate.add_argument(
+        "--speedup",
+        type=float,
+        default=0,
+        help="time compression factor; 1 = real time, 0 = as fast as acks allow",
+    )
+    simulate.add_argument(
+        "--devices", type=int, default=0, help="limit to the first N vehicles (0 = all)"
+    )
+    simulate.add_argument("--log-level", default="INFO")
+    simulate.set_defaults(handler=cmd_simulate)
+
+    demo = sub.add_parser(
+        "demo",
+        help="replay the vendored real trajectories through gateway and store in one "
+        "process, as GT06 and JT808 devices, and print a summary",
+    )
+    demo.add_argument(
+        "trajectories", nargs="*", help="trajectory files (default: vendored)"
+    )
+    demo.add_argument("--store", help="store URL (default: [store] url)")
+    demo.add_argument("--log-level", default="WARNING")
+    demo.set_defaults(handler=cmd_demo)
+
+    tracks = sub.add_parser("tracks", help="export one device's track")
+    tracks.add_argument("device", help="device id (IMEI or JT808 phone number)")
+    tracks.add_argument("--since", type=parse_time, help="start, ISO-8601, inclusive")
+    tracks.add_argument("--until", type=parse_time, help="end, ISO-8601, exclusive")
+    tracks.add_argument(
+        "--format", choices=["geojson", "csv", "gpx"], default="geojson"
+    )
+    tracks.add_argument("--store", help="store URL (default: [store] url)")
+    tracks.set_defaults(handler=cmd_tracks)
+
+    db = sub.add_parser("db", help="database maintenance")
+    db_sub = db.add_subparsers(dest="db_command", required=True)
+    migrate = db_sub.add_parser("migrate", help="apply schema migrations")
+    migrate.add_argument("--store", help="store URL (default: [store] url)")
+    migrate.set_defaults(handler=cmd_db_migrate)
+
+    _add_optional_parsers(sub)
+    return parser
+
+
+def _add_optional_parsers(
+    sub: argparse._SubParsersAction[argparse.ArgumentParser],
+) -> None:
+    from postloan.commands import add_parser as add_command_parser
+    from postloan.geofence.cli import add_parser as add_fences_parser
+
+    add_fences_parser(sub)
+    add_command_parser(sub)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    handler: Handler = args.handler
+    try:
+        return handler(args)
+    except ConfigError as exc:
+        print(f"postloan: configuration error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
