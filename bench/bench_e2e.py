@@ -26,7 +26,7 @@ import platform
 import tempfile
 import time
 from dataclasses import replace
-from typing import Any
+from typing import Any, cast
 
 from postloan.config import Config, GatewayConfig
 from postloan.gateway import Gateway
@@ -86,8 +86,7 @@ class _BareGt06(asyncio.Protocol):
     frames = 0
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        self.transport = cast(asyncio.Transport, transport)
         self.buffer = bytearray()
 
     def data_received(self, data: bytes) -> None:

@@ -86,34 +86,6 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(config, store_url=args.store, paths=args.trajectories)
 
 
-def cmd_tracks(args: argparse.Namespace) -> int:
-    from postloan.store import open_store
-    from postloan.store.export import write_csv, write_geojson, write_gpx
-
-    config = _config(args)
-    store = open_store(args.store or config.store.url)
-    try:
-        fixes = store.iter_track(args.device, args.since, args.until)
-        writers = {"geojson": write_geojson, "csv": write_csv, "gpx": write_gpx}
-        writers[args.format](fixes, sys.stdout)
-    finally:
-        store.close()
-    return 0
-
-
-def cmd_db_migrate(args: argparse.Namespace) -> int:
-    from postloan.store import open_store
-
-    config = _config(args)
-    store = open_store(args.store or config.store.url)
-    try:
-        store.migrate()
-    finally:
-        store.close()
-    print("migrations applied")
-    return 0
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="postloan",
@@ -178,22 +150,6 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--log-level", default="WARNING")
     demo.set_defaults(handler=cmd_demo)
 
-    tracks = sub.add_parser("tracks", help="export one device's track")
-    tracks.add_argument("device", help="device id (IMEI or JT808 phone number)")
-    tracks.add_argument("--since", type=parse_time, help="start, ISO-8601, inclusive")
-    tracks.add_argument("--until", type=parse_time, help="end, ISO-8601, exclusive")
-    tracks.add_argument(
-        "--format", choices=["geojson", "csv", "gpx"], default="geojson"
-    )
-    tracks.add_argument("--store", help="store URL (default: [store] url)")
-    tracks.set_defaults(handler=cmd_tracks)
-
-    db = sub.add_parser("db", help="database maintenance")
-    db_sub = db.add_subparsers(dest="db_command", required=True)
-    migrate = db_sub.add_parser("migrate", help="apply schema migrations")
-    migrate.add_argument("--store", help="store URL (default: [store] url)")
-    migrate.set_defaults(handler=cmd_db_migrate)
-
     _add_optional_parsers(sub)
     return parser
 
@@ -203,9 +159,13 @@ def _add_optional_parsers(
 ) -> None:
     from postloan.commands import add_parser as add_command_parser
     from postloan.geofence.cli import add_parser as add_fences_parser
+    from postloan.loans.cli import add_parser as add_loans_parser
+    from postloan.store.cli import add_parser as add_store_parser
 
+    add_store_parser(sub)
     add_fences_parser(sub)
     add_command_parser(sub)
+    add_loans_parser(sub)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,0 +1,1 @@
+"""Loan ledger: contracts, schedules, payments, overdue, penalty and repurchase."""
