@@ -224,7 +224,11 @@ class Jt808Handler:
         self._version = "2013"
 
     def auth_code(self, device_id: str) -> str:
-        """Return the auth code issued to one phone number, stable across restarts."""
+        """Return the auth code issued to one phone number, stable across restarts.
+
+        NOTE: a 0x0102 is accepted whatever code it carries, because units
+        registered on another platform present codes this gateway never issued.
+        """
         digest = hmac.new(self._auth_secret, device_id.encode(), hashlib.sha256)
         return digest.hexdigest()[:16]
 
