@@ -5,9 +5,13 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
+import sqlite3
 import sys
 from collections.abc import Callable, Sequence
 from datetime import datetime
+
+import psycopg
 
 from postloan import __version__
 from postloan.config import Config, ConfigError, load_config
@@ -47,7 +51,12 @@ def _setup_logging(level: str) -> None:
 def cmd_decode(args: argparse.Namespace) -> int:
     from postloan.protocols.inspect import decode_hex
 
-    texts: Sequence[str] = args.hex or [sys.stdin.read()]
+    # Arguments form one capture (``78 78 0d ...`` unquoted works too); on
+    # standard input each line is its own capture, so a log may mix protocols.
+    if args.hex:
+        texts: Sequence[str] = [" ".join(args.hex)]
+    else:
+        texts = [line for line in sys.stdin if line.strip()]
     failed = False
     for text in texts:
         for record in decode_hex(text, utc_offset=args.utc_offset):
@@ -125,7 +134,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     simulate.add_argument("--protocol", choices=["gt06", "jt808"], default="gt06")
     simulate.add_argument("--host", default="127.0.0.1")
-    simulate.add_argument("--port", type=int, help="gateway port (default: protocol's)")
+    simulate.add_argument(
+        "--port", type=_port, help="gateway port (default: protocol's)"
+    )
     simulate.add_argument(
         "--speedup",
         type=float,
@@ -168,6 +179,15 @@ def _add_optional_parsers(
     add_loans_parser(sub)
 
 
+def _port(text: str) -> int:
+    port = int(text)
+    if not 1 <= port <= 65535:
+        raise argparse.ArgumentTypeError(
+            f"expected a TCP port from 1 to 65535, got {text}"
+        )
+    return port
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -177,8 +197,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"postloan: configuration error: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:
+        # The reader of our output went away (``postloan tracks ... | head``).
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except KeyboardInterrupt:
         return 130
+    except (ValueError, OSError, sqlite3.Error, psycopg.Error) as exc:
+        # Bad input, a missing file, a busy port or an unreachable database:
+        # the message names the value, a traceback would only hide it.
+        log.debug("command failed", exc_info=True)
+        print(f"postloan {args.command}: error: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -35,6 +35,7 @@ class GatewayConfig:
     gt06_ack_locations: bool = True
     event_loop: str = "auto"
     command_timeout_s: float = 60.0
+    command_ttl_s: float = 300.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +44,15 @@ class StoreConfig:
     batch_size: int = 500
     flush_interval_ms: float = 10.0
     max_pending: int = 20_000
+    spool_dir: str = "var/spool"
+    spool_max_mb: int = 1024
+    spool_segment_mb: int = 16
+    partition_interval: str = "day"
+    partitions_ahead: int = 3
+    retention_days: int = 0
+    compress_after_days: int = 7
+    timescaledb: str = "auto"
+    maintenance_interval_s: float = 3600.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +68,7 @@ class GeofenceConfig:
 class DevicesConfig:
     gt06_utc_offset: str = "+00:00"
     jt808_utc_offset: str = "+08:00"
+    max_future_s: float = 900.0
     utc_offsets: Mapping[str, str] = field(default_factory=dict)
 
     def utc_offset(self, protocol: str, device_id: str | None) -> timedelta:
@@ -112,7 +123,12 @@ def _coerce(section: str, key: str, value: Any, default: Any) -> Any:
         except (TypeError, ValueError) as exc:
             kind = type(default).__name__
             raise ConfigError(f"{name}: expected {kind}, got {value!r}") from exc
-        if number < 0 and not (key.endswith("_port") and number == -1):
+        if key.endswith("_port") and not -1 <= number <= 65535:
+            raise ConfigError(
+                f"{name}: expected a TCP port from 0 to 65535 or -1 (disabled), "
+                f"got {value!r}"
+            )
+        if number < 0 and not key.endswith("_port"):
             raise ConfigError(f"{name}: must not be negative, got {value!r}")
         return number
     if isinstance(default, str):

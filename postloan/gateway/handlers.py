@@ -88,6 +88,38 @@ def fixes_of(message: Message, device_id: str) -> list[Fix]:
     ]
 
 
+def screen_future_fixes(
+    outcome: Outcome, now: datetime, max_future: timedelta
+) -> list[Fix]:
+    """Move fixes stamped too far after ``now`` out of the outcome, as events.
+
+    Returns the rejected fixes. Each one is kept as a ``fix_rejected`` device
+    event with its position, so the evidence stays but the track, the latest
+    position and the fence state never see a time from the future.
+    """
+    limit = now + max_future
+    rejected = [fix for fix in outcome.fixes if fix.time > limit]
+    if not rejected:
+        return rejected
+    outcome.fixes = [fix for fix in outcome.fixes if fix.time <= limit]
+    for fix in rejected:
+        outcome.events.append(
+            DeviceEvent(
+                device_id=fix.device_id,
+                time=now,
+                kind="fix_rejected",
+                attributes={
+                    "reason": "time_in_future",
+                    "fix_time": fix.time.isoformat(),
+                    "latitude": fix.latitude,
+                    "longitude": fix.longitude,
+                    "valid": fix.valid,
+                },
+            )
+        )
+    return rejected
+
+
 def alarm_events(message: Message, device_id: str, now: datetime) -> list[DeviceEvent]:
     """One event per alarm name, stamped with the fix time when there is one."""
     if not message.alarms:

@@ -7,9 +7,9 @@ import itertools
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from types import TracebackType
 from typing import Any
 
@@ -61,12 +61,8 @@ class Gateway:
     ) -> None:
         self.config = config
         self.store = store
-        self.writer = BatchWriter(
-            store,
-            batch_size=config.store.batch_size,
-            flush_interval=config.store.flush_interval_ms / 1000,
-            max_pending=config.store.max_pending,
-            on_stored=self._fixes_stored,
+        self.writer = BatchWriter.from_config(
+            store, config.store, on_stored=self._fixes_stored
         )
         self.stats = GatewayStats()
         self.ports: dict[str, int] = {}
@@ -203,6 +199,13 @@ class Gateway:
         previous = self._by_device.get((session.protocol, device_id))
         self._by_device[(session.protocol, device_id)] = session
         if previous is not None and previous is not session:
+            log.info(
+                "conn[%d] %s device %s logged in again on conn[%d], closing this one",
+                previous.connection_id,
+                session.protocol,
+                device_id,
+                session.connection_id,
+            )
             previous.close()
         log.info(
             "conn[%d] %s device %s logged in",
@@ -219,7 +222,14 @@ class Gateway:
             ),
             f"gateway[{device_id}].touch",
         )
-        self._spawn(self._send_queued(device_id), f"gateway[{device_id}].commands")
+        self._spawn(
+            self._send_after_login(session, device_id), f"gateway[{device_id}].commands"
+        )
+
+    async def _send_after_login(self, session: DeviceSession, device_id: str) -> None:
+        # Devices ignore traffic until their login is acked, so commands wait.
+        await session.replies_sent()
+        await self._send_queued(device_id)
 
     def _spawn(self, coroutine: Any, name: str) -> None:
         task = asyncio.ensure_future(coroutine)
@@ -281,7 +291,11 @@ class Gateway:
 
     async def _send_queued_locked(self, device_id: str | None) -> None:
         queued = await asyncio.to_thread(self.store.commands, device_id, "queued")
+        now = datetime.now(UTC)
         for command in queued:
+            if _expired(command.payload, now):
+                await self._expire_queued(command.command_id, command.payload)
+                continue
             session = self._by_device.get((command.protocol, command.device_id))
             if session is None or session.closed:
                 continue
@@ -320,6 +334,20 @@ class Gateway:
                 command.protocol,
                 command.device_id,
             )
+
+    async def _expire_queued(self, command_id: int, payload: Mapping[str, Any]) -> None:
+        self.stats.commands["expired"] += 1
+        await asyncio.to_thread(
+            self.store.update_command,
+            command_id,
+            "failed",
+            at=datetime.now(UTC),
+            response={
+                "error": "expired before the device connected",
+                "expires_at": payload.get("expires_at"),
+            },
+        )
+        log.warning("command %d expired before its device connected", command_id)
 
     async def _dispatch_queued(self) -> None:
         await self._send_queued(None)
@@ -363,7 +391,14 @@ class Gateway:
     async def queue_command(
         self, device_id: str, protocol: str, kind: str, payload: dict[str, Any]
     ) -> int:
-        """Record a command in the outbox and send it now if the device is connected."""
+        """Record a command in the outbox and send it now if the device is connected.
+
+        Without an ``expires_at`` in the payload the command expires after
+        ``[gateway] command_ttl_s``.
+        """
+        if "expires_at" not in payload:
+            ttl = timedelta(seconds=self.config.gateway.command_ttl_s)
+            payload = {**payload, "expires_at": (datetime.now(UTC) + ttl).isoformat()}
         command_id = await asyncio.to_thread(
             self.store.add_command,
             device_id,
@@ -378,3 +413,13 @@ class Gateway:
     def connected_devices(self) -> dict[str, int]:
         counts: Counter[str] = Counter(protocol for protocol, _ in self._by_device)
         return dict(counts)
+
+
+def _expired(payload: Mapping[str, Any], now: datetime) -> bool:
+    expires_at = payload.get("expires_at")
+    if not isinstance(expires_at, str):
+        return False
+    try:
+        return datetime.fromisoformat(expires_at) <= now
+    except ValueError:
+        return False

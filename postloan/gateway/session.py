@@ -14,10 +14,10 @@ import asyncio
 import logging
 import time
 from collections import deque
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, cast
 
-from postloan.gateway.handlers import Handler, Outcome
+from postloan.gateway.handlers import Handler, Outcome, screen_future_fixes
 from postloan.protocols.base import DecodeError
 
 if TYPE_CHECKING:
@@ -39,6 +39,9 @@ class DeviceSession(asyncio.Protocol):
         self._outbox: deque[tuple[asyncio.Future[None] | None, bytes | None]] = deque()
         self._waiting = False
         self._paused = False
+        self._warned_future = False
+        self._warned_decode = False
+        self._drain_waiters: list[asyncio.Future[None]] = []
         self.closed = False
 
     @property
@@ -62,7 +65,14 @@ class DeviceSession(asyncio.Protocol):
         if outcome.fixes or outcome.events:
             self.gateway.writer.submit(outcome.fixes, outcome.events, durable=False)
         self.gateway.session_closed(self)
-        log.debug("conn[%d] %s closed: %s", self.connection_id, self.protocol, exc)
+        if self.handler.device_id is not None:
+            log.info(
+                "conn[%d] %s device %s disconnected%s",
+                self.connection_id,
+                self.protocol,
+                self.handler.device_id,
+                f": {exc}" if exc else "",
+            )
 
     def data_received(self, data: bytes) -> None:
         self.last_activity = time.monotonic()
@@ -86,6 +96,19 @@ class DeviceSession(asyncio.Protocol):
         self.consecutive_errors = 0
         now = datetime.now(UTC)
         outcome = self.handler.handle(message, now)
+        max_future = timedelta(seconds=self.gateway.config.devices.max_future_s)
+        rejected = screen_future_fixes(outcome, now, max_future)
+        if rejected and not self._warned_future:
+            self._warned_future = True
+            log.warning(
+                "conn[%d] %s device %s sent a fix dated %s, more than %.0f s ahead; "
+                "not stored as a position (set its UTC offset if its clock is local)",
+                self.connection_id,
+                self.protocol,
+                self.handler.device_id,
+                rejected[0].time.isoformat(),
+                max_future.total_seconds(),
+            )
         self.gateway.message_handled(self, message, outcome)
         self._act(outcome)
 
@@ -113,10 +136,22 @@ class DeviceSession(asyncio.Protocol):
                     "conn[%d] %s tx %s", self.connection_id, self.protocol, reply.hex()
                 )
                 self.transport.write(reply)
+        for waiter in self._drain_waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+        self._drain_waiters.clear()
         if self._closing_after_replies:
             self.close()
 
     _closing_after_replies = False
+
+    async def replies_sent(self) -> None:
+        """Wait until every reply owed so far (a login ack, say) has been written."""
+        if not self._outbox:
+            return
+        waiter = asyncio.get_running_loop().create_future()
+        self._drain_waiters.append(waiter)
+        await waiter
 
     def _future_done(self, _: asyncio.Future[None]) -> None:
         self._waiting = False
@@ -125,6 +160,17 @@ class DeviceSession(asyncio.Protocol):
     def _decode_failed(self, error: DecodeError) -> None:
         self.consecutive_errors += 1
         self.gateway.decode_failed(self, error)
+        if not self._warned_decode:
+            # One warning per connection; the rest are counted in the stats.
+            self._warned_decode = True
+            log.warning(
+                "conn[%d] %s device %s: undecodable frame (%s): %s",
+                self.connection_id,
+                self.protocol,
+                self.handler.device_id,
+                error.reason,
+                error.detail,
+            )
         if self.consecutive_errors >= max(
             1, self.gateway.config.gateway.max_decode_errors
         ):

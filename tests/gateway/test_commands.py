@@ -130,3 +130,58 @@ def test_unanswered_command_times_out(store: Store) -> None:
     assert frame[3] == 0x80
     assert b"Relay,1#" in frame
     assert record.status == "timeout"
+
+
+def test_queued_command_expires_when_device_stays_offline(store: Store) -> None:
+    config = Config(
+        gateway=GatewayConfig(
+            host="127.0.0.1", gt06_port=0, jt808_port=-1, nmea_port=-1
+        )
+    )
+    past = (datetime.now(UTC) - timedelta(seconds=1)).isoformat()
+
+    async def main() -> None:
+        async with Gateway(config, store, command_poll_interval=0.05) as gateway:
+            await gateway.queue_command(
+                "358735070530281", "gt06", "fuel_cut", {"expires_at": past}
+            )
+            reader, writer = await asyncio.open_connection(
+                "127.0.0.1", gateway.ports["gt06"]
+            )
+            writer.write(GT06_LOGIN)
+            await asyncio.wait_for(reader.readexactly(10), timeout=5)
+            with pytest.raises(TimeoutError):
+                await asyncio.wait_for(reader.read(100), timeout=0.5)
+            writer.close()
+
+    asyncio.run(main())
+
+    [record] = store.commands("358735070530281")
+    assert record.status == "failed"
+    assert record.response is not None
+    assert "expired" in record.response["error"]
+
+
+def test_command_is_sent_after_the_login_ack(store: Store) -> None:
+    config = Config(
+        gateway=GatewayConfig(
+            host="127.0.0.1", gt06_port=0, jt808_port=-1, nmea_port=-1
+        )
+    )
+
+    async def main() -> bytes:
+        async with Gateway(config, store, command_poll_interval=30) as gateway:
+            await gateway.queue_command("358735070530281", "gt06", "fuel_cut", {})
+            reader, writer = await asyncio.open_connection(
+                "127.0.0.1", gateway.ports["gt06"]
+            )
+            writer.write(GT06_LOGIN)
+            first = await asyncio.wait_for(reader.readexactly(10), timeout=5)
+            command = await asyncio.wait_for(reader.readuntil(b"\r\n"), timeout=5)
+            writer.close()
+            return first + command
+
+    data = asyncio.run(main())
+
+    assert data[:10] == bytes.fromhex("787805010077cf6d0d0a")
+    assert data[13] == 0x80
