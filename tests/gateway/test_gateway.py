@@ -214,3 +214,27 @@ def test_ack_waits_until_fix_is_stored(store: Store) -> None:
             writer.close()
 
     asyncio.run(main())
+
+
+def test_future_dated_fix_is_kept_as_event_not_position(store: Store) -> None:
+    from datetime import UTC, datetime
+
+    from postloan.protocols import gt06
+    from postloan.protocols.base import Location
+
+    future = Location(
+        time=datetime(2099, 1, 1, tzinfo=UTC), latitude=41.15, longitude=-8.61
+    )
+    frame = gt06.encode_location(future, 5, msg_type=0x22)
+
+    async def body(gateway: Gateway) -> None:
+        reader, writer = await _connect(gateway, "gt06")
+        writer.write(GT06_LOGIN + frame)
+        await _read_exactly(reader, 20)
+        writer.close()
+
+    _run(store, body)
+
+    assert store.count_fixes() == 0
+    kinds = [event.kind for event in store.device_events(GT06_DEVICE)]
+    assert "fix_rejected" in kinds
