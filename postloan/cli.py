@@ -157,7 +157,11 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument(
         "trajectories", nargs="*", help="trajectory files (default: vendored)"
     )
-    demo.add_argument("--store", help="store URL (default: [store] url)")
+    demo.add_argument(
+        "--store",
+        help="store URL (default: sqlite:///var/demo.db, deleted and recreated "
+        "on every run; another store is kept and added to)",
+    )
     demo.add_argument("--log-level", default="WARNING")
     demo.set_defaults(handler=cmd_demo)
 
