@@ -91,6 +91,9 @@ class Config:
     geofence: GeofenceConfig = field(default_factory=GeofenceConfig)
     devices: DevicesConfig = field(default_factory=DevicesConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
+    # The [loans] table as written; postloan.loans.LoanPolicy.from_table reads it
+    # (and load_config checks it), so its keys are documented with the policy.
+    loans: Mapping[str, Any] = field(default_factory=dict)
 
 
 def parse_utc_offset(text: str) -> timedelta:
@@ -186,6 +189,10 @@ def load_config(
     for section, values in _env_overrides(env or os.environ, config).items():
         data.setdefault(section, {}).update(values)
     for section, values in data.items():
+        if section == "loans" and isinstance(values, Mapping):
+            _check_loans(values)
+            config = replace(config, loans=dict(values))
+            continue
         if not hasattr(config, section) or not isinstance(values, Mapping):
             known = ", ".join(f.name for f in fields(config))
             raise ConfigError(f"unknown section [{section}]; known sections: {known}")
@@ -196,3 +203,12 @@ def load_config(
     for offset in config.devices.utc_offsets.values():
         parse_utc_offset(offset)
     return config
+
+
+def _check_loans(table: Mapping[str, Any]) -> None:
+    from postloan.loans.policy import LoanPolicy, PolicyError
+
+    try:
+        LoanPolicy.from_table(table)
+    except PolicyError as exc:
+        raise ConfigError(f"[loans]: {exc}") from exc
