@@ -175,12 +175,14 @@ def _add_optional_parsers(
     from postloan.commands import add_parser as add_command_parser
     from postloan.geofence.cli import add_parser as add_fences_parser
     from postloan.loans.cli import add_parser as add_loans_parser
+    from postloan.risk.cli import add_parser as add_risk_parser
     from postloan.store.cli import add_parser as add_store_parser
 
     add_store_parser(sub)
     add_fences_parser(sub)
     add_command_parser(sub)
     add_loans_parser(sub)
+    add_risk_parser(sub)
 
 
 def _port(text: str) -> int:

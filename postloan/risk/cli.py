@@ -1,0 +1,111 @@
+"""``postloan risk evaluate`` and ``postloan cases list``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from datetime import UTC, date, datetime, time, timedelta
+from pathlib import Path
+
+from postloan.loans.jsonledger import JsonLedger
+from postloan.notify import JsonTaskRepository, LogFileProvider, MessageCenter
+from postloan.risk.cases import CollectorPool
+from postloan.risk.engine import RiskEngine
+from postloan.risk.observe import observe
+from postloan.risk.repository import JsonRiskRepository
+from postloan.risk.rules import DEFAULT_RULES, load_rules
+from postloan.risk.signals import FenceInfo
+
+LOOKBACK_DAYS = 14  # nights_away looks back 7 nights; learning home needs more
+
+
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add the ``risk`` and ``cases`` commands to the root parser."""
+    risk = sub.add_parser("risk", help="evaluate risk rules").add_subparsers(
+        dest="risk_command", required=True
+    )
+    run = risk.add_parser("evaluate", help="run the rules over the stored state")
+    run.add_argument(
+        "--on",
+        type=date.fromisoformat,
+        required=True,
+        help="business date; evaluated at the end of the day, UTC",
+    )
+    run.add_argument("--store", required=True, help="store URL or SQLite path")
+    run.add_argument("--ledger", type=Path, required=True, help="loan ledger folder")
+    run.add_argument("--rules", type=Path, default=DEFAULT_RULES, help="rule file")
+    run.add_argument(
+        "--state",
+        type=Path,
+        required=True,
+        help="folder of cases, firings and message tasks",
+    )
+    run.add_argument(
+        "--fences",
+        type=Path,
+        help="GeoJSON fences, for the role and kind of fence events",
+    )
+    run.set_defaults(handler=_evaluate)
+
+    cases = sub.add_parser("cases", help="post-loan cases").add_subparsers(
+        dest="cases_command", required=True
+    )
+    listing = cases.add_parser("list", help="print cases as JSON Lines")
+    listing.add_argument("--state", type=Path, required=True)
+    listing.add_argument("--status", help="only cases in this state, e.g. collection")
+    listing.set_defaults(handler=_list_cases)
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from postloan.store import open_store
+
+    now = datetime.combine(args.on + timedelta(days=1), time(0), UTC)
+    rules = load_rules(args.rules)
+    fences = _fence_info(args.fences)
+    repository = JsonRiskRepository(args.state)
+    center = MessageCenter(
+        JsonTaskRepository(args.state),
+        {
+            channel: LogFileProvider(args.state / "outbox.jsonl")
+            for channel in ("sms", "call")
+        },
+    )
+    pool = CollectorPool(rules.collectors, rules.regions) if rules.collectors else None
+    with open_store(args.store) as store:
+        protocols = {device.device_id: device.protocol for device in store.devices()}
+        engine = RiskEngine(repository, center, rules, pool, protocols)
+        since = now - timedelta(days=LOOKBACK_DAYS)
+        for contract, history in JsonLedger(args.ledger).load_all().values():
+            if contract.is_closed:
+                continue
+            view = observe(
+                store,
+                contract.vehicle.vin,
+                contract.devices,
+                since,
+                now,
+                fences=fences,
+                time_zone=contract.borrower.time_zone,
+            )
+            for firing in engine.run(contract, history, view, now):
+                print(json.dumps(firing.to_record(), ensure_ascii=False))
+    center.dispatch(now)
+    return 0
+
+
+def _fence_info(path: Path | None) -> dict[str, FenceInfo]:
+    if path is None:
+        return {}
+    from postloan.geofence import load_fences
+
+    return {
+        fence.id: FenceInfo(fence.role.value, fence.properties.get("kind"))
+        for fence in load_fences(path)
+    }
+
+
+def _list_cases(args: argparse.Namespace) -> int:
+    for case in JsonRiskRepository(args.state).cases():
+        if args.status is None or case.state.value == args.status:
+            print(json.dumps(case.to_record(), ensure_ascii=False))
+    return 0
