@@ -87,7 +87,7 @@ def _evaluate(args: argparse.Namespace) -> int:
                 fences=fences,
                 time_zone=contract.borrower.time_zone,
             )
-            for firing in engine.run(contract, history, view, now):
+            for firing in engine.run(contract, history, view, now, args.on):
                 print(json.dumps(firing.to_record(), ensure_ascii=False))
     center.dispatch(now)
     return 0

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -85,7 +85,8 @@ def loan_facts(contract: Contract, ledger: LedgerState) -> LoanFacts:
         contract_state=contract.state.value,
         overdue_amount=overdue + ledger.penalty_outstanding,
         days_to_due=(upcoming[0].due_date - ledger.on).days if upcoming else None,
-        payments=tuple(a.payment_id for a in ledger.allocations),
+        # One payment pays several components; name each payment once.
+        payments=tuple(dict.fromkeys(a.payment_id for a in ledger.allocations)),
     )
 
 
@@ -125,9 +126,15 @@ class RiskEngine:
         history: LoanHistory,
         view: Observations,
         now: datetime,
+        business_date: date | None = None,
     ) -> list[Firing]:
-        """Evaluate one contract at `now` and apply what fires."""
-        ledger = compute_ledger(contract, history, contract.borrower.local_date(now))
+        """Evaluate one contract at `now` and apply what fires.
+
+        The ledger is taken on `business_date` when given (the date an operator
+        named), else on the borrower's local date at `now`.
+        """
+        on = business_date or contract.borrower.local_date(now)
+        ledger = compute_ledger(contract, history, on)
         facts = loan_facts(contract, ledger)
         firings = evaluate(self.rules, facts, view, now)
         case = self.repository.get_case(contract.contract_id)
