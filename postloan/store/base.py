@@ -1,7 +1,8 @@
 """The `Store` interface that every track store backend implements.
 
 A store keeps what the gateway acknowledged to a device: fixes, device events,
-fence events, downlink commands and the devices seen. Writes are idempotent on
+fence events, downlink commands and the devices seen, plus the vehicles and
+which device was fitted to which vehicle when. Writes are idempotent on
 each record's natural key, so a fix that a device resends after a lost ack is
 stored once. Time windows are half-open: `since` is inclusive, `until` is
 exclusive, so consecutive windows never count a fix twice.
@@ -11,15 +12,31 @@ from __future__ import annotations
 
 import json
 import queue
+import re
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
-from datetime import UTC, datetime
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Any, Generic, TypeVar
 
+from shapely.geometry.base import BaseGeometry
+
 from postloan.model import EMPTY, DeviceEvent, FenceEvent, Fix
+from postloan.store.queries import (
+    DEFAULT_MAX_SPEED_KMH,
+    AreaRow,
+    DailyMileage,
+    Sighting,
+    Stop,
+    StopRule,
+    check_area,
+    collect_sightings,
+    daily_mileage,
+    find_stops,
+    simplify_track,
+)
 
 # Downlink command lifecycle. A device may reply before the gateway has
 # recorded the send. A reply that arrives after the timeout is still evidence
@@ -60,6 +77,86 @@ class CommandRecord:
     response: Mapping[str, Any] | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class VehicleRecord:
+    """A financed vehicle: its own id, VIN (ISO 3779) and licence plate."""
+
+    vehicle_id: str
+    vin: str | None = None
+    plate: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class BindingRecord:
+    """A device fitted to a vehicle from `valid_from` until `valid_to` (exclusive).
+
+    `valid_to` is None while the device is still fitted. `role` is free text
+    such as ``wired`` or ``wireless`` for a vehicle with two trackers.
+    """
+
+    device_id: str
+    vehicle_id: str
+    valid_from: datetime
+    valid_to: datetime | None = None
+    role: str | None = None
+
+    def covers(self, moment: datetime) -> bool:
+        return self.valid_from <= moment and (
+            self.valid_to is None or moment < self.valid_to
+        )
+
+    def overlaps(self, start: datetime, end: datetime | None) -> bool:
+        """Report whether the binding shares any instant with [start, end)."""
+        ends_after_start = self.valid_to is None or self.valid_to > start
+        starts_before_end = end is None or self.valid_from < end
+        return ends_after_start and starts_before_end
+
+
+@dataclass(slots=True)
+class MaintenanceReport:
+    """Changes made by one maintenance run, and the partitions it skipped."""
+
+    created: list[str] = field(default_factory=list)
+    dropped: list[str] = field(default_factory=list)
+    clustered: list[str] = field(default_factory=list)
+    rows_moved: int = 0
+    rows_expired: int = 0
+    skipped: list[str] = field(default_factory=list)
+
+
+class VehicleNotFoundError(LookupError):
+    """No vehicle has the given id."""
+
+    def __init__(self, vehicle_id: str) -> None:
+        super().__init__(
+            f"vehicle {vehicle_id!r} not found; add it with upsert_vehicle"
+        )
+        self.vehicle_id = vehicle_id
+
+
+class BindingConflictError(ValueError):
+    """A new binding would overlap an existing binding of the same device."""
+
+    def __init__(self, new: BindingRecord, existing: BindingRecord) -> None:
+        until = "open" if existing.valid_to is None else existing.valid_to.isoformat()
+        super().__init__(
+            f"device {new.device_id!r} is bound to vehicle {existing.vehicle_id!r} "
+            f"from {existing.valid_from.isoformat()} until {until}, which overlaps "
+            f"the requested binding from {new.valid_from.isoformat()}; "
+            "unbind it first"
+        )
+        self.new = new
+        self.existing = existing
+
+
+class BindingNotFoundError(LookupError):
+    """The device has no open binding to close."""
+
+    def __init__(self, device_id: str) -> None:
+        super().__init__(f"device {device_id!r} has no open vehicle binding")
+        self.device_id = device_id
+
+
 class CommandNotFoundError(LookupError):
     """No command has the given id."""
 
@@ -93,6 +190,22 @@ class Store(ABC):
     @abstractmethod
     def migrate(self) -> None:
         """Apply the schema migrations that the database lacks, in order."""
+
+    def maintain(self, now: datetime | None = None) -> MaintenanceReport:
+        """Create, adopt and expire time partitions; a no-op where there are none.
+
+        The gateway's writer calls this periodically; `now` defaults to the
+        current time and is a parameter so tests can run it at any date.
+        """
+        return MaintenanceReport()
+
+    def is_data_error(self, error: BaseException) -> bool:
+        """Report whether `error` means the written records themselves are invalid.
+
+        Retrying such a write cannot succeed, unlike a lost connection or a
+        locked database, so the writer sets the offending records aside.
+        """
+        return isinstance(error, ValueError | TypeError | OverflowError)
 
     @abstractmethod
     def write_fixes(self, fixes: Sequence[Fix]) -> int:
@@ -129,9 +242,19 @@ class Store(ABC):
         device_id: str,
         since: datetime | None = None,
         until: datetime | None = None,
+        *,
+        simplify_m: float | None = None,
     ) -> list[Fix]:
-        """Return the device's fixes in fix-time order, `since` <= time < `until`."""
-        return self._track_page(device_id, since, True, until, None)
+        """Return the device's fixes in fix-time order, `since` <= time < `until`.
+
+        With `simplify_m`, the track is thinned by Douglas-Peucker with that
+        tolerance in metres, keeping the first and last fix and the arrival
+        and departure of every stop (see `postloan.store.queries`).
+        """
+        fixes = self._track_page(device_id, since, True, until, None)
+        if simplify_m is None:
+            return fixes
+        return simplify_track(fixes, simplify_m)
 
     def iter_track(
         self,
@@ -141,11 +264,13 @@ class Store(ABC):
         *,
         batch: int = 10_000,
     ) -> Iterator[Fix]:
-        """Yield the device's fixes like `track`, reading `batch` rows per query.
+        """Yield the device's fixes like `track`, reading `batch` rows at a time.
 
-        Each page is a separate query that continues after the last fix time
-        yielded, so no connection stays checked out between pages. A fix
-        written meanwhile shows up if its time is after that point.
+        This default runs one query per page, continuing after the last fix
+        time yielded, so no connection stays checked out between pages and a
+        fix written meanwhile shows up if its time is after that point.
+        PostgreSQL overrides it with a server-side cursor, which reads one
+        snapshot instead.
         """
         if batch < 1:
             raise ValueError(f"batch must be at least 1, got {batch}")
@@ -167,6 +292,81 @@ class Store(ABC):
         limit: int | None,
     ) -> list[Fix]:
         """Select up to `limit` fixes of one device in time order (all if None)."""
+
+    def stops(
+        self,
+        device_id: str,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        *,
+        rule: StopRule | None = None,
+    ) -> list[Stop]:
+        """Return the device's stops in the window; `StopRule` states the rule."""
+        return find_stops(self.iter_track(device_id, since, until), rule)
+
+    def daily_mileage(
+        self,
+        device_id: str,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        *,
+        zone: str | tzinfo = "UTC",
+        max_speed_kmh: float = DEFAULT_MAX_SPEED_KMH,
+    ) -> list[DailyMileage]:
+        """Return the distance per day of `zone` over the window's valid fixes.
+
+        See `postloan.store.queries.daily_mileage` for how jumps and legs
+        across midnight are handled. Pass a window aligned to local midnight
+        to get whole days.
+        """
+        return daily_mileage(
+            self.iter_track(device_id, since, until),
+            zone=zone,
+            max_speed_kmh=max_speed_kmh,
+        )
+
+    def seen_inside(
+        self,
+        area: BaseGeometry,
+        since: datetime,
+        until: datetime,
+        *,
+        valid_only: bool = True,
+    ) -> list[Sighting]:
+        """Return the devices with a fix inside `area` in the window, by device id.
+
+        `area` is a shapely Polygon or MultiPolygon in (longitude, latitude);
+        a fix on its boundary counts as inside. Each sighting lists the
+        vehicles the device was bound to at any time between its first and
+        last fix inside. Raises ValueError for an invalid area.
+        """
+        check_area(area)
+        since, until = to_utc(since, "since"), to_utc(until, "until")
+        chunks = self._area_rows(since, until, area.bounds, valid_only)
+        sightings = collect_sightings(chunks, area)
+        if not sightings:
+            return []
+        by_device: dict[str, list[BindingRecord]] = {}
+        for binding in self.bindings():
+            by_device.setdefault(binding.device_id, []).append(binding)
+        return [
+            _with_vehicles(sighting, by_device.get(sighting.device_id, []))
+            for sighting in sightings
+        ]
+
+    @abstractmethod
+    def _area_rows(
+        self,
+        since: datetime,
+        until: datetime,
+        bounds: tuple[float, float, float, float],
+        valid_only: bool,
+    ) -> Iterator[Sequence[AreaRow]]:
+        """Yield chunks of fixes in the window whose position is inside `bounds`.
+
+        `bounds` is (min longitude, min latitude, max longitude, max latitude),
+        inclusive.
+        """
 
     @abstractmethod
     def latest_positions(self) -> list[Fix]:
@@ -201,6 +401,69 @@ class Store(ABC):
         until: datetime | None = None,
     ) -> list[FenceEvent]:
         """Return fence events ordered by time, `since` <= time < `until`."""
+
+    @abstractmethod
+    def upsert_vehicle(
+        self, vehicle_id: str, *, vin: str | None = None, plate: str | None = None
+    ) -> None:
+        """Add a vehicle or replace its VIN and plate.
+
+        Raises ValueError for a VIN that is not 17 characters of ISO 3779
+        (digits and capital letters other than I, O and Q).
+        """
+
+    @abstractmethod
+    def vehicles(self) -> list[VehicleRecord]:
+        """Return every vehicle, ordered by vehicle id."""
+
+    @abstractmethod
+    def bind_device(
+        self,
+        device_id: str,
+        vehicle_id: str,
+        *,
+        valid_from: datetime,
+        valid_to: datetime | None = None,
+        role: str | None = None,
+    ) -> None:
+        """Record that the device is fitted to the vehicle from `valid_from`.
+
+        Raises VehicleNotFoundError for an unknown vehicle and
+        BindingConflictError when the device is bound elsewhere at any
+        instant of [valid_from, valid_to). A vehicle may carry any number of
+        devices at once.
+        """
+
+    @abstractmethod
+    def unbind_device(self, device_id: str, *, at: datetime) -> None:
+        """Close the device's open binding at `at` (exclusive).
+
+        Raises BindingNotFoundError when the device has no open binding, and
+        ValueError when `at` is not after the binding's start.
+        """
+
+    @abstractmethod
+    def bindings(
+        self, device_id: str | None = None, vehicle_id: str | None = None
+    ) -> list[BindingRecord]:
+        """Return bindings ordered by device id and start, optionally filtered."""
+
+    def vehicle_at(self, device_id: str, at: datetime) -> str | None:
+        """Return the vehicle the device was fitted to at `at`, if any."""
+        moment = to_utc(at, "at")
+        for binding in self.bindings(device_id=device_id):
+            if binding.covers(moment):
+                return binding.vehicle_id
+        return None
+
+    def devices_at(self, vehicle_id: str, at: datetime) -> list[str]:
+        """Return the devices fitted to the vehicle at `at`, sorted."""
+        moment = to_utc(at, "at")
+        return sorted(
+            binding.device_id
+            for binding in self.bindings(vehicle_id=vehicle_id)
+            if binding.covers(moment)
+        )
 
     @abstractmethod
     def add_command(
@@ -247,6 +510,44 @@ class Store(ABC):
         self.close()
 
 
+def _with_vehicles(sighting: Sighting, bindings: Sequence[BindingRecord]) -> Sighting:
+    vehicles = sorted(
+        {
+            binding.vehicle_id
+            for binding in bindings
+            if binding.overlaps(sighting.first_seen, sighting.last_seen + _TICK)
+        }
+    )
+    return replace(sighting, vehicle_ids=tuple(vehicles))
+
+
+_TICK = timedelta(microseconds=1)
+# ISO 3779: 17 characters, digits and capital letters except I, O and Q,
+# which are left out so they are not read as 1 and 0.
+_VIN = re.compile(r"[A-HJ-NPR-Z0-9]{17}")
+
+
+def check_vin(vin: str | None) -> None:
+    """Raise ValueError unless `vin` is None or has the ISO 3779 form."""
+    if vin is not None and not _VIN.fullmatch(vin):
+        raise ValueError(
+            f"invalid VIN {vin!r}: expected 17 digits or capital letters "
+            "other than I, O and Q (ISO 3779)"
+        )
+
+
+def check_binding(new: BindingRecord, existing: Sequence[BindingRecord]) -> None:
+    """Raise BindingConflictError if `new` overlaps one of the device's bindings."""
+    if new.valid_to is not None and new.valid_to <= new.valid_from:
+        raise ValueError(
+            f"binding of device {new.device_id!r} must end after it starts "
+            f"({new.valid_from.isoformat()})"
+        )
+    for binding in existing:
+        if binding.overlaps(new.valid_from, new.valid_to):
+            raise BindingConflictError(new, binding)
+
+
 def to_utc(value: datetime, name: str = "time") -> datetime:
     """Convert an aware datetime to UTC; raise ValueError for a naive one."""
     if value.tzinfo is None or value.utcoffset() is None:
@@ -278,6 +579,37 @@ def dump_json(value: Mapping[str, Any] | None) -> str | None:
     if value is None:
         return None
     return json.dumps(dict(value), separators=(",", ":"), allow_nan=False)
+
+
+class JsonAttributes(Mapping[str, Any]):
+    """Attributes held as the JSON object text the database returned.
+
+    The text is parsed on first access, so reading a track for an export,
+    which never looks at attributes, skips the parse (about 2 us per fix).
+    """
+
+    __slots__ = ("_parsed", "_text")
+
+    def __init__(self, text: str) -> None:
+        self._text = text
+        self._parsed: Mapping[str, Any] | None = None
+
+    def _mapping(self) -> Mapping[str, Any]:
+        if self._parsed is None:
+            self._parsed = load_json(self._text)
+        return self._parsed
+
+    def __getitem__(self, key: str) -> Any:
+        return self._mapping()[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._mapping())
+
+    def __len__(self) -> int:
+        return len(self._mapping())
+
+    def __repr__(self) -> str:
+        return repr(dict(self._mapping()))
 
 
 def load_json(text: str | None) -> Mapping[str, Any]:
@@ -339,6 +671,10 @@ class ConnectionPool(Generic[Connection]):
 
     def close(self) -> None:
         self._closed = True
+        self.discard_idle()
+
+    def discard_idle(self) -> None:
+        """Close every idle connection, as after a server restart broke them all."""
         while True:
             try:
                 self._close(self._idle.get_nowait())

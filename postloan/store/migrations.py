@@ -9,11 +9,22 @@ SQLite stores times as INTEGER microseconds since 1970-01-01 UTC (columns
 ending in ``_us``), which round-trips Python's microsecond precision exactly
 and sorts like the times themselves. PostgreSQL uses timestamptz, which has the
 same precision.
+
+PostgreSQL migration 3 depends on the server: it makes hypertables where
+TimescaleDB can be loaded and native range partitions elsewhere (see
+`postloan.store.layout`), so `postgres_migrations` builds the list for one
+server.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+from postloan.store.layout import (
+    StorageLayout,
+    native_partitioning_statements,
+    timescaledb_statements,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,9 +110,36 @@ SQLITE_MIGRATIONS: tuple[Migration, ...] = (
             "CREATE INDEX commands_status ON commands (status, id)",
         ),
     ),
+    Migration(
+        2,
+        "vehicles, device bindings and a time index on positions",
+        (
+            """CREATE TABLE vehicles (
+                vehicle_id TEXT PRIMARY KEY,
+                vin TEXT UNIQUE,
+                plate TEXT
+            ) WITHOUT ROWID""",
+            # A device belongs to one vehicle at a time, from valid_from
+            # (inclusive) to valid_to (exclusive, NULL while it is fitted).
+            # A vehicle may carry several devices (wired and wireless).
+            """CREATE TABLE device_bindings (
+                device_id TEXT NOT NULL,
+                vehicle_id TEXT NOT NULL REFERENCES vehicles (vehicle_id),
+                valid_from_us INTEGER NOT NULL,
+                valid_to_us INTEGER,
+                role TEXT,
+                PRIMARY KEY (device_id, valid_from_us),
+                CHECK (valid_to_us IS NULL OR valid_to_us > valid_from_us)
+            ) WITHOUT ROWID""",
+            "CREATE INDEX device_bindings_vehicle "
+            "ON device_bindings (vehicle_id, valid_from_us)",
+            # Area queries scan one time window across all devices.
+            "CREATE INDEX positions_time ON positions (time_us)",
+        ),
+    ),
 )
 
-POSTGRES_MIGRATIONS: tuple[Migration, ...] = (
+_POSTGRES_BASE: tuple[Migration, ...] = (
     Migration(
         1,
         "tracks, events, devices and commands",
@@ -167,7 +205,55 @@ POSTGRES_MIGRATIONS: tuple[Migration, ...] = (
             "CREATE INDEX commands_status ON commands (status, id)",
         ),
     ),
+    Migration(
+        2,
+        "vehicles and device bindings",
+        (
+            """CREATE TABLE vehicles (
+                vehicle_id text PRIMARY KEY,
+                vin text UNIQUE,
+                plate text
+            )""",
+            # A device belongs to one vehicle at a time, from valid_from
+            # (inclusive) to valid_to (exclusive, NULL while it is fitted).
+            # A vehicle may carry several devices (wired and wireless).
+            """CREATE TABLE device_bindings (
+                device_id text NOT NULL,
+                vehicle_id text NOT NULL REFERENCES vehicles (vehicle_id),
+                valid_from timestamptz NOT NULL,
+                valid_to timestamptz,
+                role text,
+                PRIMARY KEY (device_id, valid_from),
+                CHECK (valid_to IS NULL OR valid_to > valid_from)
+            )""",
+            "CREATE INDEX device_bindings_vehicle "
+            "ON device_bindings (vehicle_id, valid_from)",
+            # Heads are updated in place. Free space on each page lets
+            # PostgreSQL make those updates HOT, which skips the index and
+            # roughly doubled their rate in a test on PostgreSQL 15.
+            "ALTER TABLE track_heads SET (fillfactor = 50)",
+        ),
+    ),
 )
+
+TIME_PARTITIONING_VERSION = 3
+
+
+def postgres_migrations(
+    layout: StorageLayout, timescaledb_schema: str | None
+) -> tuple[Migration, ...]:
+    """Return the PostgreSQL migrations for a server with or without TimescaleDB.
+
+    `timescaledb_schema` is the schema of the installed extension, or None
+    for native partitioning.
+    """
+    if timescaledb_schema is None:
+        name = "time partitioning (native range partitions)"
+        statements = native_partitioning_statements()
+    else:
+        name = "time partitioning (TimescaleDB hypertables)"
+        statements = timescaledb_statements(layout, timescaledb_schema)
+    return (*_POSTGRES_BASE, Migration(TIME_PARTITIONING_VERSION, name, statements))
 
 
 def pending(migrations: tuple[Migration, ...], applied: set[int]) -> list[Migration]:

@@ -1,43 +1,69 @@
 """The track store on PostgreSQL (psycopg 3).
 
-Fix batches go to the server with binary COPY into a temporary staging table
-and then move into ``positions`` with one ``INSERT ... SELECT ... ON CONFLICT
-DO NOTHING``. COPY is the fastest bulk path PostgreSQL has, and the staged
-``SELECT DISTINCT ON`` removes duplicates inside a batch while ``ON CONFLICT``
-skips fixes stored by earlier batches.
+Fix batches go to the server with binary COPY, the fastest bulk path
+PostgreSQL has. A batch is first de-duplicated in Python (the first copy of a
+fix wins) and copied straight into ``positions`` inside a savepoint. A fix
+stored by an earlier batch (a device resending after a lost ack, a
+blind-area backfill) makes that COPY fail. The savepoint is then rolled
+back, the batch is copied into a temporary staging table, and one
+``INSERT ... SELECT ... ON CONFLICT DO NOTHING`` adds the new fixes. Most
+batches contain no duplicates, so most cost one COPY and nothing more.
 
 Every connection runs with ``TimeZone = UTC`` and ``search_path`` set to the
 store's schema alone, so tests and tenants can each use their own schema.
+
+Positions and events are split by time: TimescaleDB hypertables where the
+server can load the extension, native range partitions elsewhere (see
+`postloan.store.layout` and `postloan.store.partitions`).
 """
 
 from __future__ import annotations
 
+import itertools
+import json
 import logging
 import threading
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import psycopg
 from psycopg import sql
 from psycopg.pq import TransactionStatus
 from psycopg.rows import TupleRow
+from psycopg.types.json import set_json_dumps
 
-from postloan.model import DeviceEvent, FenceEvent, Fix
+from postloan.model import EMPTY, DeviceEvent, FenceEvent, Fix
 from postloan.store.base import (
+    BindingNotFoundError,
+    BindingRecord,
     CommandNotFoundError,
     CommandRecord,
     ConnectionPool,
     DeviceRecord,
+    JsonAttributes,
+    MaintenanceReport,
     Store,
+    VehicleNotFoundError,
+    VehicleRecord,
     as_attributes,
+    check_binding,
     check_command_move,
     check_command_status,
+    check_vin,
     dump_json,
     to_utc,
 )
-from postloan.store.migrations import POSTGRES_MIGRATIONS, pending
+from postloan.store.layout import StorageLayout
+from postloan.store.migrations import (
+    TIME_PARTITIONING_VERSION,
+    Migration,
+    pending,
+    postgres_migrations,
+)
+from postloan.store.partitions import PartitionMaintainer
+from postloan.store.queries import AreaRow
 
 logger = logging.getLogger(__name__)
 
@@ -47,26 +73,7 @@ _FIX_COLUMNS = (
     "device_id, time, latitude, longitude, speed_kmh, course, altitude_m, "
     "valid, satellites, attributes"
 )
-# `seq` is the fix's position in its batch, so that the first copy of a
-# duplicated fix wins, as it does on SQLite. Attributes stay text here and
-# are cast to jsonb on the way into positions.
-_CREATE_STAGE = """
-    CREATE TEMPORARY TABLE fix_stage (
-        seq integer NOT NULL,
-        device_id text NOT NULL,
-        time timestamptz NOT NULL,
-        latitude double precision NOT NULL,
-        longitude double precision NOT NULL,
-        speed_kmh double precision NOT NULL,
-        course double precision,
-        altitude_m double precision,
-        valid boolean NOT NULL,
-        satellites integer,
-        attributes text
-    ) ON COMMIT DELETE ROWS
-"""
-_STAGE_TYPES = (
-    "int4",
+_FIX_TYPES = (
     "text",
     "timestamptz",
     "float8",
@@ -76,23 +83,48 @@ _STAGE_TYPES = (
     "float8",
     "bool",
     "int4",
-    "text",
+    "jsonb",
 )
-_COPY_STAGE = f"COPY fix_stage (seq, {_FIX_COLUMNS}) FROM STDIN (FORMAT BINARY)"
+# Tracks omit device_id, which the query names, and read attributes as
+# text for JsonAttributes to parse only if asked.
+_TRACK_COLUMNS = (
+    "time, latitude, longitude, speed_kmh, course, altitude_m, valid, satellites, "
+    "attributes::text"
+)
+_COPY_POSITIONS = f"COPY positions ({_FIX_COLUMNS}) FROM STDIN (FORMAT BINARY)"
+_CREATE_STAGE = """
+    CREATE TEMPORARY TABLE fix_stage (
+        device_id text NOT NULL,
+        time timestamptz NOT NULL,
+        latitude double precision NOT NULL,
+        longitude double precision NOT NULL,
+        speed_kmh double precision NOT NULL,
+        course double precision,
+        altitude_m double precision,
+        valid boolean NOT NULL,
+        satellites integer,
+        attributes jsonb
+    ) ON COMMIT DELETE ROWS
+"""
+_COPY_STAGE = f"COPY fix_stage ({_FIX_COLUMNS}) FROM STDIN (FORMAT BINARY)"
 _INSERT_FROM_STAGE = f"""
     INSERT INTO positions ({_FIX_COLUMNS})
-    SELECT DISTINCT ON (device_id, time)
-        device_id, time, latitude, longitude, speed_kmh, course, altitude_m,
-        valid, satellites, attributes::jsonb
-    FROM fix_stage
-    ORDER BY device_id, time, seq
+    SELECT {_FIX_COLUMNS} FROM fix_stage
     ON CONFLICT DO NOTHING
 """
+# track_heads stores, per device, the time of a stored fix less than
+# HEAD_REFRESH older than the device's latest fix. latest_positions searches
+# from there, which touches the newest partition or two. So the writer
+# updates a head once per HEAD_REFRESH of fix time, where an exact head
+# would cost a row update per device in nearly every batch.
+HEAD_REFRESH = timedelta(minutes=10)
+# Seconds a write waits for a lock before failing, which spools the batch.
+WRITER_LOCK_TIMEOUT_S = 5
 # Ordered by device id so that two writers (two gateway processes) lock
 # track_heads rows in the same order, which avoids deadlocks between them.
-_UPSERT_HEADS_FROM_STAGE = """
+_UPSERT_HEADS = """
     INSERT INTO track_heads (device_id, time)
-    SELECT device_id, max(time) FROM fix_stage GROUP BY device_id ORDER BY device_id
+    SELECT * FROM unnest(%s::text[], %s::timestamptz[]) ORDER BY 1
     ON CONFLICT (device_id) DO UPDATE SET time = excluded.time
     WHERE excluded.time > track_heads.time
 """
@@ -125,6 +157,15 @@ _UPDATE_COMMAND = """
         response = coalesce(%(response)s::jsonb, response)
     WHERE id = %(id)s
 """
+_BINDING_COLUMNS = "device_id, vehicle_id, valid_from, valid_to, role"
+_TIMESCALEDB_SCHEMA = """
+    SELECT n.nspname FROM pg_catalog.pg_extension e
+    JOIN pg_catalog.pg_namespace n ON n.oid = e.extnamespace
+    WHERE e.extname = 'timescaledb'
+"""
+# Rows per round trip when streaming through a server-side cursor.
+_AREA_CHUNK_ROWS = 50_000
+_cursor_numbers = itertools.count(1)
 _CREATE_MIGRATIONS_TABLE = """
     CREATE TABLE schema_migrations (
         version integer PRIMARY KEY,
@@ -150,12 +191,16 @@ class PostgresStore(Store):
         schema: str = "public",
         readers: int = 4,
         connect_timeout_s: int = 10,
+        layout: StorageLayout | None = None,
     ) -> None:
         self.schema = schema
+        self.layout = layout or StorageLayout()
+        self._maintainer = PartitionMaintainer(self.layout)
         self._dsn = dsn
         self._connect_timeout_s = connect_timeout_s
         self._closed = False
         self._write_lock = threading.Lock()
+        self._known_heads: dict[str, datetime] = {}
         self._writer = self._connect_writer()
         self._readers: ConnectionPool[Connection] = ConnectionPool(
             self._connect, Connection.close, _is_idle, max_size=readers
@@ -179,10 +224,20 @@ class PostgresStore(Store):
     def _connect_writer(self) -> Connection:
         conn = self._connect()
         conn.execute(_CREATE_STAGE)
+        # Binary COPY into jsonb serialises attribute mappings with this.
+        set_json_dumps(_dump_attributes, context=conn)
         # An acknowledged fix must survive a server crash, so a server-wide
         # `synchronous_commit = off` must not apply to this connection.
         if conn.execute("SHOW synchronous_commit").fetchone() == ("off",):
             conn.execute("SET synchronous_commit TO on")
+        # A write that waits longer for a lock (a partition being clustered,
+        # a table locked by hand) fails, so the gateway spools the batch
+        # instead of stalling every device behind it.
+        conn.execute(
+            sql.SQL("SET lock_timeout = {}").format(
+                sql.Literal(f"{WRITER_LOCK_TIMEOUT_S}s")
+            )
+        )
         return conn
 
     def _detect_timescaledb(self) -> bool:
@@ -204,9 +259,33 @@ class PostgresStore(Store):
             with self._writer.transaction():
                 yield self._writer
 
-    def _query(self, query: str, params: Sequence[Any] | Mapping[str, Any] = ()) -> Any:
-        with self._readers.connection() as conn:
-            return conn.execute(query, params).fetchall()
+    def _query(
+        self,
+        query: str,
+        params: Sequence[Any] | Mapping[str, Any] = (),
+        *,
+        binary: bool = False,
+    ) -> Any:
+        """Run a read on a pooled connection and return all rows.
+
+        With `binary`, rows come in PostgreSQL's binary format, which psycopg
+        decodes faster, and the statement is prepared on first use.
+        """
+        # Idle pooled connections that the server closed meanwhile (a
+        # restart, an idle timeout) fail on first use. After one fails, the
+        # idle ones are discarded, so the retry opens a fresh connection.
+        # Reads are safe to repeat.
+        for attempt in (1, 2):
+            try:
+                with self._readers.connection() as conn:
+                    cursor = conn.cursor(binary=binary)
+                    return cursor.execute(query, params, prepare=binary).fetchall()
+            except psycopg.OperationalError:
+                if attempt == 2:
+                    raise
+                logger.debug("reader connection failed; retrying on a new one")
+                self._readers.discard_idle()
+        raise AssertionError("unreachable")
 
     def migrate(self) -> None:
         lock_name = f"postloan.migrate.{self.schema}"
@@ -216,7 +295,10 @@ class PostgresStore(Store):
             conn.execute("SELECT pg_advisory_lock(hashtext(%s))", (lock_name,))
         try:
             self._create_schema()
-            while self._apply_next_migration():
+            migrations = postgres_migrations(
+                self.layout, self._timescaledb_schema_for_migration()
+            )
+            while self._apply_next_migration(migrations):
                 pass
         finally:
             with self._write_lock:
@@ -224,8 +306,68 @@ class PostgresStore(Store):
                     self._writer.execute(
                         "SELECT pg_advisory_unlock(hashtext(%s))", (lock_name,)
                     )
-        # NOTE: when self.timescaledb is true, this is where positions becomes
-        # a hypertable on `time` with compression; until then it is a plain table.
+        self.maintain()
+
+    def _timescaledb_schema_for_migration(self) -> str | None:
+        """Return the TimescaleDB schema if migration 3 should make hypertables.
+
+        An available extension that is not yet installed is created in
+        ``public``, so dropping one store's schema never drops the extension
+        that other schemas use. Creating it fails unless the server preloads
+        the library (``shared_preload_libraries``); the store then falls back
+        to native partitions.
+        """
+        with self._transaction() as conn:
+            applied = conn.execute(
+                "SELECT 1 FROM schema_migrations WHERE version = %s",
+                (TIME_PARTITIONING_VERSION,),
+            ).fetchone()
+            if applied is not None or self.layout.timescaledb == "off":
+                return None
+            row = conn.execute(_TIMESCALEDB_SCHEMA).fetchone()
+        if row is not None:
+            return str(row[0])
+        if not self.timescaledb:
+            return None
+        try:
+            with self._transaction() as conn:
+                conn.execute("CREATE EXTENSION IF NOT EXISTS timescaledb SCHEMA public")
+        except psycopg.Error as exc:
+            logger.warning(
+                "TimescaleDB is available but could not be created (%s); "
+                "using native range partitions in schema %s",
+                exc,
+                self.schema,
+            )
+            return None
+        return "public"
+
+    def maintain(self, now: datetime | None = None) -> MaintenanceReport:
+        moment = datetime.now(UTC) if now is None else to_utc(now, "now")
+        lock_name = f"postloan.maintain.{self.schema}"
+        with self._readers.connection() as conn:
+            # Another process already maintaining the schema makes this run
+            # redundant, so it returns instead of waiting.
+            (locked,) = conn.execute(
+                "SELECT pg_try_advisory_lock(hashtext(%s))", (lock_name,)
+            ).fetchone() or (False,)
+            if not locked:
+                return MaintenanceReport()
+            try:
+                return self._maintainer.run(conn, moment)
+            finally:
+                if not conn.broken:
+                    conn.execute(
+                        "SELECT pg_advisory_unlock(hashtext(%s))", (lock_name,)
+                    )
+
+    def is_data_error(self, error: BaseException) -> bool:
+        # DataError covers invalid values (a NUL character in jsonb text);
+        # IntegrityError a violated CHECK. Connection and lock errors are
+        # OperationalError and retried.
+        return super().is_data_error(error) or isinstance(
+            error, psycopg.DataError | psycopg.IntegrityError
+        )
 
     def _create_schema(self) -> None:
         # Existence is checked first because CREATE ... IF NOT EXISTS still
@@ -247,15 +389,17 @@ class PostgresStore(Store):
             if has_table is None:
                 conn.execute(_CREATE_MIGRATIONS_TABLE)
 
-    def _apply_next_migration(self) -> bool:
+    def _apply_next_migration(self, migrations: tuple[Migration, ...]) -> bool:
         with self._transaction() as conn:
             applied = {
                 v for (v,) in conn.execute("SELECT version FROM schema_migrations")
             }
-            todo = pending(POSTGRES_MIGRATIONS, applied)
+            todo = pending(migrations, applied)
             if not todo:
                 return False
             migration = todo[0]
+            # Schema changes wait for their locks as long as it takes.
+            conn.execute("SET LOCAL lock_timeout = 0")
             for statement in migration.statements:
                 conn.execute(statement)
             conn.execute(
@@ -273,16 +417,53 @@ class PostgresStore(Store):
     def write_fixes(self, fixes: Sequence[Fix]) -> int:
         if not fixes:
             return 0
-        rows = [_fix_row(seq, fix) for seq, fix in enumerate(fixes)]
+        rows: dict[tuple[str, datetime], tuple[Any, ...]] = {}
+        heads: dict[str, datetime] = {}
+        for fix in fixes:
+            row = _fix_row(fix)
+            device_id, time = row[0], row[1]
+            rows.setdefault((device_id, time), row)
+            latest = heads.get(device_id)
+            if latest is None or time > latest:
+                heads[device_id] = time
         with self._transaction() as conn, conn.cursor() as cursor:
-            with cursor.copy(_COPY_STAGE) as copy:
-                copy.set_types(list(_STAGE_TYPES))
-                for row in rows:
-                    copy.write_row(row)
-            cursor.execute(_INSERT_FROM_STAGE)
-            stored = cursor.rowcount
-            cursor.execute(_UPSERT_HEADS_FROM_STAGE)
+            stored = self._copy_new_fixes(conn, cursor, list(rows.values()))
+            advanced = self._advanced_heads(heads)
+            if advanced:
+                devices = sorted(advanced)
+                times = [advanced[device] for device in devices]
+                cursor.execute(_UPSERT_HEADS, (devices, times))
+        self._known_heads.update(advanced)
         return stored
+
+    def _advanced_heads(self, heads: dict[str, datetime]) -> dict[str, datetime]:
+        """Return the heads that moved HEAD_REFRESH past what this store wrote.
+
+        Another process may have written later heads; the upsert keeps the
+        later one, so a stale entry here costs one redundant update.
+        """
+        advanced = {}
+        for device_id, time in heads.items():
+            known = self._known_heads.get(device_id)
+            if known is None or time >= known + HEAD_REFRESH:
+                advanced[device_id] = time
+        return advanced
+
+    def _copy_new_fixes(
+        self,
+        conn: Connection,
+        cursor: psycopg.Cursor[TupleRow],
+        rows: list[tuple[Any, ...]],
+    ) -> int:
+        try:
+            with conn.transaction():  # a savepoint inside the write transaction
+                _copy_rows(cursor, _COPY_POSITIONS, rows)
+            return len(rows)
+        except psycopg.errors.UniqueViolation:
+            pass  # some fix is stored already: take the de-duplicating path
+        _copy_rows(cursor, _COPY_STAGE, rows)
+        cursor.execute(_INSERT_FROM_STAGE)
+        return cursor.rowcount
 
     def write_device_events(self, events: Sequence[DeviceEvent]) -> int:
         rows = [
@@ -332,17 +513,90 @@ class PostgresStore(Store):
     ) -> list[Fix]:
         clauses, params = _window(lower, until, lower_inclusive)
         where = _where(["device_id = %s", *clauses])
-        query = f"SELECT {_FIX_COLUMNS} FROM positions{where} ORDER BY time"
+        query = f"SELECT {_TRACK_COLUMNS} FROM positions{where} ORDER BY time"
         if limit is not None:
             query += f" LIMIT {int(limit)}"
-        return [_fix_from_row(row) for row in self._query(query, [device_id, *params])]
+        rows = self._query(query, [device_id, *params], binary=True)
+        return [_track_fix(device_id, row) for row in rows]
+
+    def iter_track(
+        self,
+        device_id: str,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        *,
+        batch: int = 10_000,
+    ) -> Iterator[Fix]:
+        """Yield the device's fixes like `track` through a server-side cursor.
+
+        The cursor fetches `batch` rows per round trip. It keeps one reader
+        connection checked out, and reads one snapshot, until the iterator is
+        exhausted or closed.
+        """
+        if batch < 1:
+            raise ValueError(f"batch must be at least 1, got {batch}")
+        clauses, params = _window(since, until)
+        where = _where(["device_id = %s", *clauses])
+        query = f"SELECT {_TRACK_COLUMNS} FROM positions{where} ORDER BY time"
+        for rows in self._stream(query, [device_id, *params], batch):
+            yield from (_track_fix(device_id, row) for row in rows)
+
+    def _area_rows(
+        self,
+        since: datetime,
+        until: datetime,
+        bounds: tuple[float, float, float, float],
+        valid_only: bool,
+    ) -> Iterator[Sequence[AreaRow]]:
+        min_lon, min_lat, max_lon, max_lat = bounds
+        query = (
+            "SELECT device_id, time, longitude, latitude FROM positions "
+            "WHERE time >= %s AND time < %s "
+            "AND longitude BETWEEN %s AND %s AND latitude BETWEEN %s AND %s"
+        )
+        if valid_only:
+            query += " AND valid"
+        params = [since, until, min_lon, max_lon, min_lat, max_lat]
+        for rows in self._stream(query, params, _AREA_CHUNK_ROWS):
+            yield [(device_id, _utc(t), lon, lat) for device_id, t, lon, lat in rows]
+
+    def _stream(
+        self, query: str, params: Sequence[Any], chunk_rows: int
+    ) -> Iterator[list[TupleRow]]:
+        """Yield the rows of `query` in chunks from a server-side cursor.
+
+        A failure before the first chunk is retried once on a new connection,
+        as in `_query`; a failure later propagates.
+        """
+        for attempt in (1, 2):
+            name = f"postloan_cursor_{next(_cursor_numbers)}"
+            started = False
+            try:
+                with (
+                    self._readers.connection() as conn,
+                    conn.transaction(),
+                    conn.cursor(name=name, binary=True) as cursor,
+                ):
+                    cursor.execute(query, params)
+                    rows = cursor.fetchmany(chunk_rows)
+                    started = True
+                    while rows:
+                        yield rows
+                        rows = cursor.fetchmany(chunk_rows)
+                return
+            except psycopg.OperationalError:
+                if started or attempt == 2:
+                    raise
+                self._readers.discard_idle()
 
     def latest_positions(self) -> list[Fix]:
-        columns = ", ".join(f"p.{name.strip()}" for name in _FIX_COLUMNS.split(","))
+        # The head's time is a lower bound of the device's latest fix time,
+        # which lets run-time partition pruning skip older partitions.
         rows = self._query(
-            f"SELECT {columns} FROM track_heads h JOIN positions p "
-            "ON p.device_id = h.device_id AND p.time = h.time "
-            "ORDER BY h.device_id"
+            f"SELECT p.* FROM track_heads h CROSS JOIN LATERAL ("
+            f"SELECT {_FIX_COLUMNS} FROM positions "
+            "WHERE device_id = h.device_id AND time >= h.time "
+            "ORDER BY time DESC LIMIT 1) p ORDER BY h.device_id"
         )
         return [_fix_from_row(row) for row in rows]
 
@@ -405,6 +659,111 @@ class PostgresStore(Store):
             FenceEvent(device_id, fence_id, event, _utc(time), lat, lon)
             for device_id, fence_id, event, time, lat, lon in rows
         ]
+
+    def upsert_vehicle(
+        self, vehicle_id: str, *, vin: str | None = None, plate: str | None = None
+    ) -> None:
+        check_vin(vin)
+        try:
+            with self._transaction() as conn:
+                conn.execute(
+                    "INSERT INTO vehicles (vehicle_id, vin, plate) VALUES (%s, %s, %s) "
+                    "ON CONFLICT (vehicle_id) DO UPDATE "
+                    "SET vin = excluded.vin, plate = excluded.plate",
+                    (vehicle_id, vin, plate),
+                )
+        except psycopg.errors.UniqueViolation as exc:
+            raise ValueError(
+                f"VIN {vin!r} already belongs to another vehicle than {vehicle_id!r}"
+            ) from exc
+
+    def vehicles(self) -> list[VehicleRecord]:
+        rows = self._query(
+            "SELECT vehicle_id, vin, plate FROM vehicles ORDER BY vehicle_id"
+        )
+        return [VehicleRecord(*row) for row in rows]
+
+    def bind_device(
+        self,
+        device_id: str,
+        vehicle_id: str,
+        *,
+        valid_from: datetime,
+        valid_to: datetime | None = None,
+        role: str | None = None,
+    ) -> None:
+        new = BindingRecord(
+            device_id,
+            vehicle_id,
+            to_utc(valid_from, "valid_from"),
+            None if valid_to is None else to_utc(valid_to, "valid_to"),
+            role,
+        )
+        with self._transaction() as conn:
+            self._lock_device_bindings(conn, device_id)
+            vehicle = conn.execute(
+                "SELECT 1 FROM vehicles WHERE vehicle_id = %s", (vehicle_id,)
+            ).fetchone()
+            if vehicle is None:
+                raise VehicleNotFoundError(vehicle_id)
+            rows = conn.execute(
+                f"SELECT {_BINDING_COLUMNS} FROM device_bindings WHERE device_id = %s",
+                (device_id,),
+            ).fetchall()
+            check_binding(new, [_binding_from_row(row) for row in rows])
+            conn.execute(
+                f"INSERT INTO device_bindings ({_BINDING_COLUMNS}) "
+                "VALUES (%s, %s, %s, %s, %s)",
+                (device_id, vehicle_id, new.valid_from, new.valid_to, role),
+            )
+
+    def unbind_device(self, device_id: str, *, at: datetime) -> None:
+        end = to_utc(at, "at")
+        with self._transaction() as conn:
+            self._lock_device_bindings(conn, device_id)
+            row = conn.execute(
+                "SELECT valid_from FROM device_bindings "
+                "WHERE device_id = %s AND valid_to IS NULL",
+                (device_id,),
+            ).fetchone()
+            if row is None:
+                raise BindingNotFoundError(device_id)
+            if end <= row[0]:
+                raise ValueError(
+                    f"device {device_id!r} was bound at {_utc(row[0]).isoformat()}, "
+                    f"so it cannot be unbound at {end.isoformat()}"
+                )
+            conn.execute(
+                "UPDATE device_bindings SET valid_to = %s "
+                "WHERE device_id = %s AND valid_from = %s",
+                (end, device_id, row[0]),
+            )
+
+    def _lock_device_bindings(self, conn: Connection, device_id: str) -> None:
+        # Serialises binding changes of one device across processes: row
+        # locks alone cannot stop two transactions inserting overlapping rows.
+        conn.execute(
+            "SELECT pg_advisory_xact_lock(hashtext(%s))",
+            (f"postloan.binding.{self.schema}.{device_id}",),
+        )
+
+    def bindings(
+        self, device_id: str | None = None, vehicle_id: str | None = None
+    ) -> list[BindingRecord]:
+        clauses: list[str] = []
+        params: list[Any] = []
+        if device_id is not None:
+            clauses.append("device_id = %s")
+            params.append(device_id)
+        if vehicle_id is not None:
+            clauses.append("vehicle_id = %s")
+            params.append(vehicle_id)
+        rows = self._query(
+            f"SELECT {_BINDING_COLUMNS} FROM device_bindings{_where(clauses)} "
+            "ORDER BY device_id, valid_from",
+            params,
+        )
+        return [_binding_from_row(row) for row in rows]
 
     def add_command(
         self,
@@ -486,14 +845,29 @@ def _is_idle(conn: Connection) -> bool:
 
 def _utc(value: datetime) -> datetime:
     """Normalise a timestamptz from the server to datetime.timezone.utc."""
-    return value.astimezone(UTC)
+    return value if value.tzinfo is UTC else value.astimezone(UTC)
+
+
+def _dump_attributes(value: Any) -> str:
+    # Same rules as dump_json, which SQLite uses: compact, and NaN or
+    # infinity rejected with ValueError because jsonb has no form for them.
+    return json.dumps(value, separators=(",", ":"), allow_nan=False)
+
+
+def _copy_rows(
+    cursor: psycopg.Cursor[TupleRow], statement: str, rows: list[tuple[Any, ...]]
+) -> None:
+    with cursor.copy(statement) as copy:
+        copy.set_types(list(_FIX_TYPES))
+        for row in rows:
+            copy.write_row(row)
 
 
 # NOTE: jsonb rejects the NUL character (\u0000) in strings, which SQLite
-# stores, so here one such attribute value fails its whole batch.
-def _fix_row(seq: int, fix: Fix) -> tuple[Any, ...]:
+# stores. Such an attribute value fails its batch here, and the gateway's
+# writer then isolates the fix and sets it aside.
+def _fix_row(fix: Fix) -> tuple[Any, ...]:
     return (
-        seq,
         fix.device_id,
         to_utc(fix.time, f"fix time of device {fix.device_id}"),
         float(fix.latitude),
@@ -503,7 +877,7 @@ def _fix_row(seq: int, fix: Fix) -> tuple[Any, ...]:
         None if fix.altitude_m is None else float(fix.altitude_m),
         bool(fix.valid),
         fix.satellites,
-        dump_json(fix.attributes or None),
+        dict(fix.attributes) if fix.attributes else None,
     )
 
 
@@ -520,6 +894,33 @@ def _fix_from_row(row: Sequence[Any]) -> Fix:
         valid=valid,
         satellites=sats,
         attributes=as_attributes(attrs),
+    )
+
+
+def _track_fix(device_id: str, row: Sequence[Any]) -> Fix:
+    time, lat, lon, speed, course, altitude, valid, sats, attrs = row
+    return Fix(
+        device_id,
+        _utc(time),
+        lat,
+        lon,
+        speed,
+        course,
+        altitude,
+        valid,
+        sats,
+        EMPTY if attrs is None else JsonAttributes(attrs),
+    )
+
+
+def _binding_from_row(row: Sequence[Any]) -> BindingRecord:
+    device_id, vehicle_id, valid_from, valid_to, role = row
+    return BindingRecord(
+        device_id,
+        vehicle_id,
+        _utc(valid_from),
+        None if valid_to is None else _utc(valid_to),
+        role,
     )
 
 

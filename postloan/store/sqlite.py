@@ -20,18 +20,25 @@ from typing import Any
 
 from postloan.model import DeviceEvent, FenceEvent, Fix
 from postloan.store.base import (
+    BindingNotFoundError,
+    BindingRecord,
     CommandNotFoundError,
     CommandRecord,
     ConnectionPool,
     DeviceRecord,
     Store,
+    VehicleNotFoundError,
+    VehicleRecord,
+    check_binding,
     check_command_move,
     check_command_status,
+    check_vin,
     dump_json,
     load_json,
     to_utc,
 )
 from postloan.store.migrations import SQLITE_MIGRATIONS, pending
+from postloan.store.queries import AreaRow
 
 logger = logging.getLogger(__name__)
 
@@ -76,6 +83,8 @@ _COMMAND_COLUMNS = (
     "id, device_id, protocol, kind, payload, status, created_us, updated_us, "
     "sent_us, response"
 )
+_BINDING_COLUMNS = "device_id, vehicle_id, valid_from_us, valid_to_us, role"
+_AREA_CHUNK_ROWS = 50_000
 _UPDATE_COMMAND = """
     UPDATE commands SET
         status = :status,
@@ -220,6 +229,12 @@ class SQLiteStore(Store):
         )
         return True
 
+    def is_data_error(self, error: BaseException) -> bool:
+        # OperationalError (locked, disk I/O, disk full) is worth a retry.
+        return super().is_data_error(error) or isinstance(
+            error, sqlite3.DataError | sqlite3.IntegrityError
+        )
+
     def write_fixes(self, fixes: Sequence[Fix]) -> int:
         if not fixes:
             return 0
@@ -282,6 +297,30 @@ class SQLiteStore(Store):
         if limit is not None:
             sql += f" LIMIT {int(limit)}"
         return [_fix_from_row(row) for row in self._query(sql, [device_id, *params])]
+
+    def _area_rows(
+        self,
+        since: datetime,
+        until: datetime,
+        bounds: tuple[float, float, float, float],
+        valid_only: bool,
+    ) -> Iterator[Sequence[AreaRow]]:
+        min_lon, min_lat, max_lon, max_lat = bounds
+        sql = (
+            "SELECT device_id, time_us, longitude, latitude FROM positions "
+            "WHERE time_us >= ? AND time_us < ? "
+            "AND longitude BETWEEN ? AND ? AND latitude BETWEEN ? AND ?"
+        )
+        if valid_only:
+            sql += " AND valid"
+        params = (to_us(since), to_us(until), min_lon, max_lon, min_lat, max_lat)
+        with self._read() as conn:
+            cursor = conn.execute(sql, params)
+            while rows := cursor.fetchmany(_AREA_CHUNK_ROWS):
+                yield [
+                    (device_id, from_us(time_us), lon, lat)
+                    for device_id, time_us, lon, lat in rows
+                ]
 
     def latest_positions(self) -> list[Fix]:
         columns = ", ".join(f"p.{name.strip()}" for name in _FIX_COLUMNS.split(","))
@@ -351,6 +390,109 @@ class SQLiteStore(Store):
             FenceEvent(device_id, fence_id, event, from_us(time_us), lat, lon)
             for device_id, fence_id, event, time_us, lat, lon in rows
         ]
+
+    def upsert_vehicle(
+        self, vehicle_id: str, *, vin: str | None = None, plate: str | None = None
+    ) -> None:
+        check_vin(vin)
+        try:
+            with self._transaction() as conn:
+                conn.execute(
+                    "INSERT INTO vehicles (vehicle_id, vin, plate) VALUES (?, ?, ?) "
+                    "ON CONFLICT (vehicle_id) DO UPDATE "
+                    "SET vin = excluded.vin, plate = excluded.plate",
+                    (vehicle_id, vin, plate),
+                )
+        except sqlite3.IntegrityError as exc:
+            raise ValueError(
+                f"VIN {vin!r} already belongs to another vehicle than {vehicle_id!r}"
+            ) from exc
+
+    def vehicles(self) -> list[VehicleRecord]:
+        rows = self._query(
+            "SELECT vehicle_id, vin, plate FROM vehicles ORDER BY vehicle_id"
+        )
+        return [VehicleRecord(*row) for row in rows]
+
+    def bind_device(
+        self,
+        device_id: str,
+        vehicle_id: str,
+        *,
+        valid_from: datetime,
+        valid_to: datetime | None = None,
+        role: str | None = None,
+    ) -> None:
+        new = BindingRecord(
+            device_id,
+            vehicle_id,
+            to_utc(valid_from, "valid_from"),
+            None if valid_to is None else to_utc(valid_to, "valid_to"),
+            role,
+        )
+        # BEGIN IMMEDIATE holds the database's write lock, so the overlap
+        # check and the insert cannot interleave with another writer.
+        with self._transaction() as conn:
+            vehicle = conn.execute(
+                "SELECT 1 FROM vehicles WHERE vehicle_id = ?", (vehicle_id,)
+            ).fetchone()
+            if vehicle is None:
+                raise VehicleNotFoundError(vehicle_id)
+            rows = conn.execute(
+                f"SELECT {_BINDING_COLUMNS} FROM device_bindings WHERE device_id = ?",
+                (device_id,),
+            ).fetchall()
+            check_binding(new, [_binding_from_row(row) for row in rows])
+            conn.execute(
+                f"INSERT INTO device_bindings ({_BINDING_COLUMNS}) "
+                "VALUES (?, ?, ?, ?, ?)",
+                (
+                    device_id,
+                    vehicle_id,
+                    to_us(new.valid_from),
+                    None if new.valid_to is None else to_us(new.valid_to),
+                    role,
+                ),
+            )
+
+    def unbind_device(self, device_id: str, *, at: datetime) -> None:
+        end_us = to_us(at, "at")
+        with self._transaction() as conn:
+            row = conn.execute(
+                "SELECT valid_from_us FROM device_bindings "
+                "WHERE device_id = ? AND valid_to_us IS NULL",
+                (device_id,),
+            ).fetchone()
+            if row is None:
+                raise BindingNotFoundError(device_id)
+            if end_us <= row[0]:
+                raise ValueError(
+                    f"device {device_id!r} was bound at {from_us(row[0]).isoformat()}, "
+                    f"so it cannot be unbound at {from_us(end_us).isoformat()}"
+                )
+            conn.execute(
+                "UPDATE device_bindings SET valid_to_us = ? "
+                "WHERE device_id = ? AND valid_from_us = ?",
+                (end_us, device_id, row[0]),
+            )
+
+    def bindings(
+        self, device_id: str | None = None, vehicle_id: str | None = None
+    ) -> list[BindingRecord]:
+        clauses: list[str] = []
+        params: list[Any] = []
+        if device_id is not None:
+            clauses.append("device_id = ?")
+            params.append(device_id)
+        if vehicle_id is not None:
+            clauses.append("vehicle_id = ?")
+            params.append(vehicle_id)
+        rows = self._query(
+            f"SELECT {_BINDING_COLUMNS} FROM device_bindings{_where(clauses)} "
+            "ORDER BY device_id, valid_from_us",
+            params,
+        )
+        return [_binding_from_row(row) for row in rows]
 
     def add_command(
         self,
@@ -451,6 +593,17 @@ def _fix_from_row(row: Sequence[Any]) -> Fix:
         valid=bool(valid),
         satellites=sats,
         attributes=load_json(attrs),
+    )
+
+
+def _binding_from_row(row: Sequence[Any]) -> BindingRecord:
+    device_id, vehicle_id, valid_from_us, valid_to_us, role = row
+    return BindingRecord(
+        device_id,
+        vehicle_id,
+        from_us(valid_from_us),
+        None if valid_to_us is None else from_us(valid_to_us),
+        role,
     )
 
 

@@ -290,16 +290,31 @@ def test_iter_track_window_and_exact_batch_multiple(store: Store) -> None:
     assert streamed == fixes[2:14]
 
 
-def test_iter_track_reads_page_by_page(store: Store) -> None:
+def test_iter_track_sqlite_pages_see_later_writes(sqlite_store: Store) -> None:
     fixes = track_of("a", 10)
-    store.write_fixes(fixes[:6])
-    stream = store.iter_track("a", batch=3)
+    sqlite_store.write_fixes(fixes[:6])
+    stream = sqlite_store.iter_track("a", batch=3)
     first_page = [next(stream) for _ in range(3)]
 
-    store.write_fixes(fixes[6:])
+    sqlite_store.write_fixes(fixes[6:])
     rest = list(stream)
 
     assert first_page + rest == fixes
+
+
+@pytest.mark.postgres
+def test_iter_track_postgres_cursor_reads_one_snapshot(
+    postgres_store: Store,
+) -> None:
+    fixes = track_of("a", 10)
+    postgres_store.write_fixes(fixes[:6])
+    stream = postgres_store.iter_track("a", batch=3)
+    first_page = [next(stream) for _ in range(3)]
+
+    postgres_store.write_fixes(fixes[6:])
+    rest = list(stream)
+
+    assert first_page + rest == fixes[:6]
 
 
 def test_iter_track_rejects_zero_batch(store: Store) -> None:

@@ -11,6 +11,8 @@ import pytest
 
 from postloan.model import Fix
 from postloan.store import PostgresStore, open_store
+from postloan.store.base import JsonAttributes
+from postloan.store.postgres import HEAD_REFRESH
 
 pytestmark = pytest.mark.postgres
 
@@ -159,3 +161,74 @@ def test_open_store_postgres_url(pg_dsn: str) -> None:
 
     assert isinstance(store, PostgresStore)
     assert store.schema == "public"
+
+
+def test_open_store_takes_schema_from_search_path_option(
+    pg_dsn: str, pg_schema: str
+) -> None:
+    separator = "&" if "?" in pg_dsn else "?"
+    url = f"{pg_dsn}{separator}options=-csearch_path%3D{pg_schema}"
+
+    store = open_store(url)
+    store.close()
+
+    assert isinstance(store, PostgresStore)
+    assert store.schema == pg_schema
+
+
+def test_postgres_track_attributes_parse_on_access(
+    postgres_store: PostgresStore,
+) -> None:
+    fixes = fleet_fixes(devices=1, per_device=2)
+    postgres_store.write_fixes(fixes)
+
+    track = postgres_store.track(fixes[0].device_id)
+
+    assert isinstance(track[1].attributes, JsonAttributes)
+    assert track[1].attributes["mileage_km"] == 0.25
+    assert dict(track[1].attributes) == {"mileage_km": 0.25}
+    assert track == fixes
+
+
+def test_postgres_resent_fix_takes_deduplicating_path(
+    postgres_store: PostgresStore,
+) -> None:
+    fixes = fleet_fixes(devices=2, per_device=5)
+    postgres_store.write_fixes(fixes[:4])
+
+    stored = postgres_store.write_fixes(fixes[2:])
+
+    assert stored == 6
+    assert postgres_store.count_fixes() == 10
+
+
+def test_postgres_latest_positions_with_head_behind(
+    postgres_store: PostgresStore,
+) -> None:
+    device = "860000000000042"
+    early = [Fix(device, T0 + timedelta(minutes=m), 1.0, 2.0) for m in range(3)]
+    postgres_store.write_fixes(early)
+    # Within HEAD_REFRESH of the head written above, so the head stays put.
+    later = Fix(device, T0 + HEAD_REFRESH - timedelta(seconds=1), 1.5, 2.5)
+    postgres_store.write_fixes([later])
+
+    assert postgres_store.latest_positions() == [later]
+
+
+def test_postgres_latest_positions_after_restart(
+    postgres_store: PostgresStore, pg_dsn: str, pg_schema: str
+) -> None:
+    device = "860000000000043"
+    postgres_store.write_fixes([Fix(device, T0, 1.0, 2.0)])
+    other = PostgresStore(pg_dsn, schema=pg_schema)
+    try:
+        newest = Fix(device, T0 + timedelta(hours=2), 3.0, 4.0)
+        other.write_fixes([newest])
+        late = Fix(device, T0 + timedelta(hours=1), 5.0, 6.0)
+        postgres_store.write_fixes([late])
+
+        latest = other.latest_positions()
+    finally:
+        other.close()
+
+    assert latest == [newest]

@@ -104,9 +104,11 @@ def test_sqlite_migrate_records_versions(sqlite_store: SQLiteStore) -> None:
     sqlite_store.migrate()
 
     with sqlite3.connect(sqlite_store.path) as conn:
-        versions = conn.execute("SELECT version FROM schema_migrations").fetchall()
+        versions = conn.execute(
+            "SELECT version FROM schema_migrations ORDER BY version"
+        ).fetchall()
 
-    assert versions == [(1,)]
+    assert versions == [(1,), (2,)]
 
 
 def test_sqlite_migrate_rejects_newer_schema(sqlite_store: SQLiteStore) -> None:
