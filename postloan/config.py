@@ -85,12 +85,24 @@ class LoggingConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class ApiConfig:
+    host: str = "0.0.0.0"
+    port: int = 8080
+    enabled: bool = True
+    tokens_file: str = ""
+    ledger_dir: str = "var/ledger"
+    state_dir: str = "var/risk"
+    audit_file: str = "var/audit.jsonl"
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     gateway: GatewayConfig = field(default_factory=GatewayConfig)
     store: StoreConfig = field(default_factory=StoreConfig)
     geofence: GeofenceConfig = field(default_factory=GeofenceConfig)
     devices: DevicesConfig = field(default_factory=DevicesConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
+    api: ApiConfig = field(default_factory=ApiConfig)
     # The [loans] table as written; postloan.loans.LoanPolicy.from_table reads it
     # (and load_config checks it), so its keys are documented with the policy.
     loans: Mapping[str, Any] = field(default_factory=dict)

@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 
 from postloan.config import Config
 from postloan.model import FenceEvent, Fix
-from postloan.store import Store, open_store
+from postloan.store import Store, open_store, storage_layout
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +67,7 @@ def run_gateway(config: Config) -> int:
     """Serve trackers until SIGINT or SIGTERM, then drain the writer and exit."""
     from postloan.gateway import Gateway
 
-    store = open_store(config.store.url)
+    store = open_store(config.store.url, layout=storage_layout(config.store))
     store.migrate()
 
     async def serve() -> None:
@@ -75,9 +75,17 @@ def run_gateway(config: Config) -> int:
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, stop.set)
-        async with Gateway(config, store, fence_check=fence_checker(config)):
-            await stop.wait()
-            log.info("shutting down")
+        async with Gateway(config, store, fence_check=fence_checker(config)) as gateway:
+            if not config.api.enabled:
+                await stop.wait()
+                log.info("shutting down")
+                return
+            from postloan.api.serve import ApiServer, build_context
+
+            context = build_context(config, store, gateway)
+            async with ApiServer(context, config.api.host, config.api.port):
+                await stop.wait()
+                log.info("shutting down")
 
     try:
         run_async(serve(), config.gateway.event_loop)

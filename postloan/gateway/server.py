@@ -22,7 +22,7 @@ from postloan.gateway.handlers import (
     Outcome,
 )
 from postloan.gateway.session import DeviceSession
-from postloan.gateway.writer import BatchWriter
+from postloan.gateway.writer import BatchWriter, WriterStats
 from postloan.model import Fix
 from postloan.protocols.base import DecodeError, Message
 from postloan.store import Store
@@ -65,6 +65,9 @@ class Gateway:
             store, config.store, on_stored=self._fixes_stored
         )
         self.stats = GatewayStats()
+        # Called with `WriterStats` after each batch that stored fixes; metrics
+        # use it for the store latency histogram.
+        self.batch_observers: list[Callable[[WriterStats], None]] = []
         self.ports: dict[str, int] = {}
         self._fence_check = fence_check
         self._servers: list[asyncio.Server] = []
@@ -245,6 +248,8 @@ class Gateway:
     # Fences
 
     def _fixes_stored(self, fixes: Sequence[Fix]) -> None:
+        for observe in self.batch_observers:
+            observe(self.writer.stats)
         if self._fence_check is None:
             return
         events: list[Any] = []

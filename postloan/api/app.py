@@ -1,0 +1,116 @@
+"""The FastAPI application: routers, JSON errors, ``/metrics`` and the audit log."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from postloan.api import affairs, loans, risk, tracking
+from postloan.api.context import Admin, ApiContext, ApiError, Context
+
+log = logging.getLogger(__name__)
+
+
+def create_app(context: ApiContext) -> FastAPI:
+    """Build the API over `context`; the OpenAPI schema is at ``/openapi.json``."""
+    app = FastAPI(
+        title="postloan",
+        summary="Post-loan risk control for auto finance: tracks, loans, cases.",
+        version="0.1.0",
+    )
+    app.state.context = context
+    for router in (tracking.router, loans.router, risk.router, affairs.router):
+        app.include_router(router)
+    app.add_api_route("/health", health, methods=["GET"], tags=["ops"])
+    app.add_api_route("/metrics", metrics, methods=["GET"], tags=["ops"])
+    app.add_api_route("/audit", audit_log, methods=["GET"], tags=["ops"])
+    app.add_exception_handler(ApiError, _api_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.middleware("http")(_log_request)
+    return app
+
+
+async def _log_request(
+    request: Request, call_next: Callable[[Request], Awaitable[Response]]
+) -> Response:
+    """Log each request with its user and the device or contract it names."""
+    started = time.perf_counter()
+    response = await call_next(request)
+    params = request.path_params
+    log.info(
+        "%s %s -> %d user=%s device=%s contract=%s %.1f ms",
+        request.method,
+        request.url.path,
+        response.status_code,
+        getattr(request.state, "user", "-"),
+        params.get("device_id", "-"),
+        params.get("contract_id", "-"),
+        (time.perf_counter() - started) * 1000,
+    )
+    return response
+
+
+def health() -> dict[str, str]:
+    """Liveness: the process serves requests."""
+    return {"status": "ok"}
+
+
+def metrics(context: Context) -> Response:
+    """Prometheus text exposition of the registry given to the app."""
+    body = b"" if context.registry is None else generate_latest(context.registry)
+    return Response(body, media_type=CONTENT_TYPE_LATEST)
+
+
+def audit_log(context: Context, user: Admin) -> list[dict[str, Any]]:
+    """Return every write made through the API: who, when, what, on which record."""
+    return [entry.to_record() for entry in context.audit.entries()]
+
+
+async def _api_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, ApiError)
+    if exc.status >= 500:
+        log.error("%s %s failed: %s", request.method, request.url.path, exc.message)
+    return JSONResponse(exc.to_json(), status_code=exc.status)
+
+
+async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    errors = [
+        {
+            "field": ".".join(str(part) for part in error.get("loc", ())),
+            "value": _printable(error.get("input")),
+            "message": error.get("msg", ""),
+        }
+        for error in exc.errors()
+    ]
+    first = errors[0] if errors else {"field": None, "value": None, "message": ""}
+    body = {
+        "error": f"invalid {first['field']}: {first['message']}",
+        "field": first["field"],
+        "value": first["value"],
+        "errors": errors,
+    }
+    return JSONResponse(body, status_code=422)
+
+
+async def _http_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    return JSONResponse(
+        {"error": exc.detail}, status_code=exc.status_code, headers=exc.headers
+    )
+
+
+def _printable(value: Any) -> Any:
+    if value is None or isinstance(value, str | int | float | bool):
+        return value
+    text = repr(value)
+    return text if len(text) <= 200 else text[:200] + "..."
