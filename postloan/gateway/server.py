@@ -282,13 +282,21 @@ class Gateway:
     # Downlink commands: the store's commands table is the outbox
 
     async def _poll_commands(self) -> None:
+        failing = False
         while True:
             await asyncio.sleep(self._command_poll_interval)
             try:
                 await self._dispatch_queued()
                 await self._expire_commands()
-            except Exception:
-                log.exception("command dispatch failed; retrying")
+            except Exception as exc:  # the store is down: keep polling
+                if not failing:
+                    # One line per outage, not one per poll.
+                    log.warning("command dispatch failed, retrying: %s", exc)
+                failing = True
+            else:
+                if failing:
+                    log.info("command dispatch recovered")
+                failing = False
 
     async def _send_queued(self, device_id: str | None = None) -> None:
         async with self._command_lock:
