@@ -39,6 +39,14 @@ def _run_query(args: argparse.Namespace, query: Callable[[Store], int]) -> int:
     from postloan.store import open_store
 
     _, url = _settings(args)
+    missing = _missing_sqlite_file(url)
+    if missing is not None:
+        print(
+            f"postloan: store not found: {missing} does not exist; pass --store "
+            "(sqlite:///var/demo.db after postloan demo) or run postloan db migrate",
+            file=sys.stderr,
+        )
+        return 1
     store = open_store(url, migrate=False)
     try:
         return query(store)
@@ -50,6 +58,16 @@ def _run_query(args: argparse.Namespace, query: Callable[[Store], int]) -> int:
         return _no_schema(exc)
     finally:
         store.close()
+
+
+def _missing_sqlite_file(url: str) -> str | None:
+    """Return the path of a missing SQLite store, so that reads never create one."""
+    if url.startswith(("postgresql:", "postgres:")):
+        return None
+    path = url.removeprefix("sqlite:///") if url.startswith("sqlite:///") else url
+    if path in {":memory:", ""} or Path(path).exists():
+        return None
+    return path
 
 
 def _no_schema(error: Exception) -> int:
@@ -71,6 +89,12 @@ def cmd_tracks(args: argparse.Namespace) -> int:
     writers = {"geojson": write_geojson, "csv": write_csv, "gpx": write_gpx}
 
     def query(store: Store) -> int:
+        if args.device not in store.device_ids():
+            print(
+                f"postloan tracks: device {args.device!r} has no fixes in this store",
+                file=sys.stderr,
+            )
+            return 1
         if args.simplify_m is None:
             fixes = store.iter_track(args.device, args.since, args.until)
             writers[args.format](fixes, sys.stdout)

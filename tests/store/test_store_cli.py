@@ -234,3 +234,21 @@ def test_load_area_merges_features(tmp_path: Path) -> None:
 
     assert area.geom_type == "MultiPolygon"
     assert area.area == pytest.approx(2.0)
+
+
+def test_tracks_missing_store_is_not_created(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    url = f"sqlite:///{tmp_path / 'absent' / 'store.db'}"
+
+    result = subprocess.run(
+        [sys.executable, "-m", "postloan.cli", "tracks", "123", "--store", url],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+    assert result.returncode == 1
+    assert "store not found" in result.stderr
+    assert not (tmp_path / "absent").exists()
