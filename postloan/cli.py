@@ -172,6 +172,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _add_optional_parsers(
     sub: argparse._SubParsersAction[argparse.ArgumentParser],
 ) -> None:
+    from postloan.bus.cli import add_parser as add_worker_parser
     from postloan.commands import add_parser as add_command_parser
     from postloan.geofence.cli import add_parser as add_fences_parser
     from postloan.loans.cli import add_parser as add_loans_parser
@@ -183,6 +184,7 @@ def _add_optional_parsers(
     add_command_parser(sub)
     add_loans_parser(sub)
     add_risk_parser(sub)
+    add_worker_parser(sub)
 
 
 def _port(text: str) -> int:

@@ -96,6 +96,21 @@ class ApiConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class BusConfig:
+    url: str = ""
+    partitions: int = 16
+    client_id: str = "postloan-gateway"
+    queue_dir: str = "var/bus-queue"
+    queue_max_mb: int = 256
+    roles: tuple[str, ...] = ("store", "fence", "risk")
+    worker_index: int = 0
+    worker_count: int = 1
+    shared_group: str = "postloan"
+    session_expiry_s: int = 3600
+    retry_max_s: float = 10.0
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     gateway: GatewayConfig = field(default_factory=GatewayConfig)
     store: StoreConfig = field(default_factory=StoreConfig)
@@ -103,6 +118,7 @@ class Config:
     devices: DevicesConfig = field(default_factory=DevicesConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     api: ApiConfig = field(default_factory=ApiConfig)
+    bus: BusConfig = field(default_factory=BusConfig)
     # The [loans] table as written; postloan.loans.LoanPolicy.from_table reads it
     # (and load_config checks it), so its keys are documented with the policy.
     loans: Mapping[str, Any] = field(default_factory=dict)
@@ -152,7 +168,18 @@ def _coerce(section: str, key: str, value: Any, default: Any) -> Any:
         return value
     if isinstance(value, Mapping):
         return {str(k): str(v) for k, v in value.items()}
+    if isinstance(default, tuple):
+        return _coerce_names(name, value)
     raise ConfigError(f"{name}: expected a table, got {value!r}")
+
+
+def _coerce_names(name: str, value: Any) -> tuple[str, ...]:
+    # The environment gives a list as one comma-separated string.
+    if isinstance(value, str):
+        return tuple(part.strip() for part in value.split(",") if part.strip())
+    if isinstance(value, list) and all(isinstance(item, str) for item in value):
+        return tuple(value)
+    raise ConfigError(f"{name}: expected a list of strings, got {value!r}")
 
 
 def _apply(section_obj: Any, section: str, values: Mapping[str, Any]) -> Any:

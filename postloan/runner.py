@@ -9,7 +9,7 @@ import logging
 import signal
 import sys
 import time
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, TypeVar
@@ -75,23 +75,66 @@ def run_gateway(config: Config) -> int:
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, stop.set)
-        async with Gateway(config, store, fence_check=fence_checker(config)) as gateway:
-            if not config.api.enabled:
-                await stop.wait()
-                log.info("shutting down")
-                return
-            from postloan.api.serve import ApiServer, build_context
-
-            context = build_context(config, store, gateway)
-            async with ApiServer(context, config.api.host, config.api.port):
-                await stop.wait()
-                log.info("shutting down")
+        fence_check = fence_checker(config) if "fence" in config.bus.roles else None
+        async with (
+            _bus_publisher(config) as publisher,
+            Gateway(config, store, fence_check=fence_check) as gateway,
+        ):
+            devices: asyncio.Task[None] | None = None
+            if publisher is not None:
+                gateway.stored_observers.append(publisher.publish_fixes)
+                gateway.answer_observers.append(publisher.publish_command_response)
+                devices = _start_mqtt_devices(config, store, gateway, stop)
+            await _serve_api(config, store, gateway, stop)
+            log.info("shutting down")
+            if devices is not None:
+                await devices
 
     try:
         run_async(serve(), config.gateway.event_loop)
     finally:
         store.close()
     return 0
+
+
+@contextlib.asynccontextmanager
+async def _bus_publisher(config: Config) -> AsyncIterator[Any]:
+    """Yield a started `BusPublisher` when ``[bus] url`` is set, else None."""
+    if not config.bus.url:
+        yield None
+        return
+    from postloan.bus import BusPublisher
+
+    publisher = BusPublisher(config.bus)
+    await publisher.start()
+    try:
+        yield publisher
+    finally:
+        await publisher.close()
+
+
+async def _serve_api(
+    config: Config, store: Store, gateway: Any, stop: asyncio.Event
+) -> None:
+    """Serve the HTTP API, when enabled, until `stop` is set."""
+    if not config.api.enabled:
+        await stop.wait()
+        return
+    from postloan.api.serve import ApiServer, build_context
+
+    context = build_context(config, store, gateway)
+    async with ApiServer(context, config.api.host, config.api.port):
+        await stop.wait()
+
+
+def _start_mqtt_devices(
+    config: Config, store: Store, gateway: Any, stop: asyncio.Event
+) -> asyncio.Task[None]:
+    """Serve MQTT trackers beside the TCP listeners until `stop` is set."""
+    from postloan.bus.uplink import MqttDevices
+
+    devices = MqttDevices(config, store, gateway.writer.submit)
+    return asyncio.create_task(devices.run(stop), name="bus.devices")
 
 
 def run_simulation(

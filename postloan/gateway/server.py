@@ -68,6 +68,11 @@ class Gateway:
         # Called with `WriterStats` after each batch that stored fixes; metrics
         # use it for the store latency histogram.
         self.batch_observers: list[Callable[[WriterStats], None]] = []
+        # Called with each batch of fixes once the store contains it; the MQTT
+        # bus publisher (postloan.bus) is one.
+        self.stored_observers: list[Callable[[Sequence[Fix]], None]] = []
+        # Called with (device id, command id, response) for each command response.
+        self.answer_observers: list[Callable[[str, int, dict[str, Any]], None]] = []
         self.ports: dict[str, int] = {}
         self._fence_check = fence_check
         self._servers: list[asyncio.Server] = []
@@ -250,6 +255,8 @@ class Gateway:
     def _fixes_stored(self, fixes: Sequence[Fix]) -> None:
         for observe in self.batch_observers:
             observe(self.writer.stats)
+        for observe_fixes in self.stored_observers:
+            observe_fixes(fixes)
         if self._fence_check is None:
             return
         events: list[Any] = []
@@ -400,6 +407,8 @@ class Gateway:
             f"gateway[{device_id}].command_answer",
         )
         log.info("command %d answered by device %s", pending.command_id, device_id)
+        for observe in self.answer_observers:
+            observe(device_id, pending.command_id, response)
 
     async def queue_command(
         self, device_id: str, protocol: str, kind: str, payload: dict[str, Any]

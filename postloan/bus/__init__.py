@@ -1,0 +1,22 @@
+"""The MQTT bus between the gateway and its store, fence and risk workers.
+
+Topics and the JSON payload schema are described in docs/mqtt.md.
+"""
+
+from postloan.bus.publisher import BusPublisher
+from postloan.bus.schema import (
+    SCHEMA_VERSION,
+    decode_fix,
+    encode_fix,
+    partition_of,
+    position_topic,
+)
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "BusPublisher",
+    "decode_fix",
+    "encode_fix",
+    "partition_of",
+    "position_topic",
+]

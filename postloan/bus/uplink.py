@@ -1,0 +1,212 @@
+"""Trackers that speak MQTT: JSON positions in, downlink commands out.
+
+A tracker publishes positions to ``postloan/v1/uplink/<device_id>``, one
+position object (the fields of docs/mqtt.md, ``device_id`` optional) or a
+JSON array of them, and publishes command responses to
+``postloan/v1/uplink/<device_id>/response``. Queued commands of protocol
+``mqtt`` go out on ``postloan/v1/downlink/<device_id>``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import random
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import aiomqtt
+
+from postloan.bus.schema import (
+    PREFIX,
+    SCHEMA_VERSION,
+    PayloadError,
+    broker_address,
+    decode_fix,
+    downlink_topic,
+)
+from postloan.config import Config
+from postloan.model import Fix
+from postloan.store import Store
+
+log = logging.getLogger(__name__)
+
+PROTOCOL = "mqtt"
+Submit = Callable[[Sequence[Fix]], "asyncio.Future[None] | None"]
+
+
+class MqttDevices:
+    """Store positions of MQTT trackers and send them their queued commands.
+
+    NOTE: aiomqtt acknowledges a QoS 1 uplink message on receipt, before the
+    store contains its fix, so a crash in between loses that fix.
+    """
+
+    def __init__(
+        self,
+        config: Config,
+        store: Store,
+        submit: Submit,
+        *,
+        poll_interval: float = 1.0,
+    ) -> None:
+        self.config = config
+        self.store = store
+        self.submit = submit
+        self.poll_interval = poll_interval
+        self.fixes_received = 0
+        self.rejected = 0
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Serve MQTT trackers until `stop`, reconnecting with capped back-off."""
+        failures = 0
+        while not stop.is_set():
+            try:
+                await self._serve(stop)
+            except aiomqtt.MqttError as exc:
+                failures += 1
+                delay = min(self.config.bus.retry_max_s, 0.1 * 2.0**failures)
+                delay *= 0.5 + random.random() / 2
+                log.warning(
+                    "MQTT device link failed (%d in a row), retrying in %.1f s: %s",
+                    failures,
+                    delay,
+                    exc,
+                )
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), delay)
+            else:
+                failures = 0
+
+    async def _serve(self, stop: asyncio.Event) -> None:
+        host, port = broker_address(self.config.bus.url)
+        async with aiomqtt.Client(
+            host,
+            port,
+            identifier=f"{self.config.bus.client_id}-devices",
+            protocol=aiomqtt.ProtocolVersion.V5,
+        ) as client:
+            await client.subscribe(f"{PREFIX}/uplink/+", qos=1)
+            await client.subscribe(f"{PREFIX}/uplink/+/response", qos=1)
+            tasks = [
+                asyncio.create_task(self._receive(client)),
+                asyncio.create_task(self._send_commands(client)),
+                asyncio.create_task(stop.wait()),
+            ]
+            try:
+                done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for task in tasks:
+                    task.cancel()
+                await asyncio.gather(*tasks, return_exceptions=True)
+            for task in done:
+                task.result()
+
+    async def _receive(self, client: aiomqtt.Client) -> None:
+        async for message in client.messages:
+            levels = message.topic.value.split("/")
+            payload = message.payload
+            if not isinstance(payload, bytes | str):
+                continue
+            try:
+                if len(levels) == 4:
+                    await self._positions(levels[3], payload)
+                elif len(levels) == 5 and levels[4] == "response":
+                    await self._response(levels[3], payload)
+            except PayloadError as exc:
+                self.rejected += 1
+                log.warning("invalid message on %s rejected: %s", message.topic, exc)
+
+    async def _positions(self, device_id: str, payload: bytes | str) -> None:
+        fixes = parse_positions(device_id, payload)
+        limit = datetime.now(UTC) + timedelta(seconds=self.config.devices.max_future_s)
+        future = [fix for fix in fixes if fix.time > limit]
+        if future:
+            raise PayloadError(
+                f"{len(future)} fixes of device {device_id} are dated after {limit}"
+            )
+        self.fixes_received += len(fixes)
+        submitted = self.submit(fixes)
+        await asyncio.to_thread(
+            self.store.touch_device, device_id, PROTOCOL, seen_at=datetime.now(UTC)
+        )
+        if submitted is not None:
+            await submitted
+
+    async def _response(self, device_id: str, payload: bytes | str) -> None:
+        document = _object(payload)
+        command_id = document.get("command_id")
+        if not isinstance(command_id, int):
+            raise PayloadError(f"response of device {device_id} has no command_id")
+        await asyncio.to_thread(
+            self.store.update_command,
+            command_id,
+            "answered",
+            at=datetime.now(UTC),
+            response=document,
+        )
+        log.info("command %d answered by MQTT device %s", command_id, device_id)
+
+    async def _send_commands(self, client: aiomqtt.Client) -> None:
+        # TODO: mark sent MQTT commands timeout after [gateway] command_timeout_s.
+        while True:
+            queued = await asyncio.to_thread(self.store.commands, None, "queued")
+            for command in queued:
+                if command.protocol != PROTOCOL:
+                    continue
+                body = {
+                    "v": SCHEMA_VERSION,
+                    "command_id": command.command_id,
+                    "kind": command.kind,
+                    "payload": dict(command.payload),
+                }
+                # Marked sent first, so a fast response never races the update.
+                await asyncio.to_thread(
+                    self.store.update_command,
+                    command.command_id,
+                    "sent",
+                    at=datetime.now(UTC),
+                )
+                await client.publish(
+                    downlink_topic(command.device_id), json.dumps(body), qos=1
+                )
+                log.info(
+                    "command %d (%s) sent to MQTT device %s",
+                    command.command_id,
+                    command.kind,
+                    command.device_id,
+                )
+            await asyncio.sleep(self.poll_interval)
+
+
+def parse_positions(device_id: str, payload: bytes | str) -> list[Fix]:
+    """Parse one position object or an array of them sent by `device_id`."""
+    try:
+        document: Any = json.loads(payload)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise PayloadError(f"payload is not JSON: {exc}") from exc
+    items = document if isinstance(document, list) else [document]
+    fixes: list[Fix] = []
+    for item in items:
+        if not isinstance(item, dict):
+            raise PayloadError("a position is not a JSON object")
+        if item.setdefault("device_id", device_id) != device_id:
+            raise PayloadError(
+                f"position names device {item['device_id']!r} "
+                f"on the topic of device {device_id!r}"
+            )
+        fixes.append(decode_fix(json.dumps(item)))
+    return fixes
+
+
+def _object(payload: bytes | str) -> dict[str, Any]:
+    try:
+        document = json.loads(payload)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise PayloadError(f"payload is not JSON: {exc}") from exc
+    if not isinstance(document, dict):
+        raise PayloadError("payload is not a JSON object")
+    return document

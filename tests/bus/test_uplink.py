@@ -1,0 +1,110 @@
+"""MQTT trackers: JSON positions stored, commands sent and answered.
+
+Runs against the shared Mosquitto on 127.0.0.1:1883.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import aiomqtt
+import pytest
+
+from postloan.bus.schema import PayloadError, downlink_topic, uplink_topic
+from postloan.bus.uplink import MqttDevices, parse_positions
+from postloan.config import BusConfig, Config, GatewayConfig
+from postloan.gateway import Gateway
+from postloan.store import Store, open_store
+
+START = datetime(2026, 1, 31, 8, 0, tzinfo=UTC)
+
+
+def _position(seconds: int) -> dict[str, object]:
+    return {
+        "time": (START + timedelta(seconds=seconds)).isoformat(),
+        "lon": -8.61 + seconds * 1e-4,
+        "lat": 41.15,
+        "speed_kmh": 30.0,
+    }
+
+
+def test_parse_positions_takes_device_from_topic() -> None:
+    fixes = parse_positions("dev1", json.dumps([_position(0), _position(5)]))
+
+    assert [fix.device_id for fix in fixes] == ["dev1", "dev1"]
+    assert fixes[1].time == START + timedelta(seconds=5)
+
+
+def test_parse_positions_rejects_other_device() -> None:
+    position = {**_position(0), "device_id": "dev2"}
+
+    with pytest.raises(PayloadError, match="dev2"):
+        parse_positions("dev1", json.dumps(position))
+
+
+async def _until(check: object, timeout: float = 15.0) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not check():  # type: ignore[operator]
+        assert loop.time() < deadline, "condition not met in time"
+        await asyncio.sleep(0.05)
+
+
+async def _device_session(config: Config, store: Store, device_id: str) -> str:
+    stop = asyncio.Event()
+    async with Gateway(config, store) as gateway:
+        devices = MqttDevices(config, store, gateway.writer.submit, poll_interval=0.1)
+        served = asyncio.create_task(devices.run(stop))
+        try:
+            async with aiomqtt.Client("127.0.0.1", 1883) as tracker:
+                await tracker.subscribe(downlink_topic(device_id), qos=1)
+                await asyncio.sleep(0.5)
+                batch = [_position(0), _position(10)]
+                await tracker.publish(uplink_topic(device_id), json.dumps(batch), qos=1)
+                await tracker.publish(
+                    uplink_topic(device_id), json.dumps(_position(20)), qos=1
+                )
+                await _until(lambda: store.count_fixes(device_id) == 3)
+                command_id = store.add_command(
+                    device_id, "mqtt", "reboot", {}, created_at=datetime.now(UTC)
+                )
+                message = await asyncio.wait_for(anext(aiter(tracker.messages)), 15)
+                command = json.loads(message.payload)  # type: ignore[arg-type]
+                assert command["command_id"] == command_id
+                answer = {"command_id": command_id, "result": "ok"}
+                await tracker.publish(
+                    uplink_topic(device_id) + "/response", json.dumps(answer), qos=1
+                )
+                await _until(lambda: store.commands(device_id)[0].status == "answered")
+        finally:
+            stop.set()
+            await asyncio.wait_for(served, 10)
+    return store.commands(device_id)[0].kind
+
+
+def test_mqtt_tracker_positions_and_command(
+    tmp_path: Path, shared_broker_url: str, run_id: str
+) -> None:
+    config = Config(
+        gateway=GatewayConfig(
+            host="127.0.0.1", gt06_port=-1, jt808_port=-1, nmea_port=-1
+        ),
+        bus=BusConfig(url=shared_broker_url, client_id=f"test-{run_id}"),
+    )
+    store = open_store(f"sqlite:///{tmp_path / 'store.db'}")
+    store.migrate()
+    device_id = f"mqtt-{run_id}"
+
+    kind = asyncio.run(_device_session(config, store, device_id))
+
+    track = store.track(device_id)
+    assert [fix.time for fix in track] == [
+        START + timedelta(seconds=s) for s in (0, 10, 20)
+    ]
+    assert kind == "reboot"
+    response = store.commands(device_id)[0].response
+    assert response is not None
+    assert response["result"] == "ok"
