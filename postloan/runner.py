@@ -58,7 +58,10 @@ def fence_checker(config: Config) -> Callable[[Fix], Sequence[FenceEvent]] | Non
         confirm_fixes=config.geofence.confirm_fixes,
         dwell_s=config.geofence.dwell_s,
     )
-    engine = FenceEngine(FenceIndex(fences), settings)
+    index = FenceIndex(fences)
+    # Build the fence-only data now, so the first fixes near a fence pay nothing.
+    index.prepare(settings.margin_m)
+    engine = FenceEngine(index, settings)
     log.info("loaded %d fences from %s", len(fences), config.geofence.file)
     return engine.process
 

@@ -3,6 +3,7 @@
 Typical use::
 
     index = FenceIndex(load_fences("fences.geojson"))
+    index.prepare(DEFAULT_SETTINGS.margin_m)  # once, at start-up
     engine = FenceEngine(index)
     events = engine.process(fix)
 

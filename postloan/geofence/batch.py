@@ -10,9 +10,11 @@ It works on numpy arrays in four steps:
 1. drop invalid and late fixes as the engine would;
 2. cut each device's fixes into chunks of `CHUNK_FIXES` and query the index
    once per chunk box;
-3. settle whole chunks against a fence's sure-inner and sure-outer
-   geometries, then the remaining fixes one by one, and only the few fixes
-   near a boundary through the exact scalar zone test;
+3. settle whole chunks by their box: outside a fence's reach box, or far
+   from its lines (polygon edges, corridor routes). Chunks left undecided
+   are settled by sub-chunks of `SUB_CHUNK_FIXES`, then fix by fix. Only
+   the few fixes that the distance bounds cannot decide go through the
+   exact scalar zone test;
 4. find the runs of confirming fixes per (device, fence) with array
    operations and turn them into enter, exit and dwell events.
 """
@@ -37,22 +39,40 @@ from postloan.geofence.fences import (
     INSIDE,
     MARGIN,
     OUTSIDE,
-    CircleShape,
     Fence,
     circle_distances_m,
+    metres_per_degree_array,
+    min_metres_per_degree_array,
     pad_degrees,
 )
-from postloan.geofence.index import FenceIndex
+from postloan.geofence.index import (
+    CIRCLE,
+    CORRIDOR,
+    POLYGON,
+    FenceIndex,
+    FenceTable,
+)
 from postloan.model import FenceEvent, Fix
 
-#: Fixes per chunk: one index query and one sure test per chunk and fence.
+#: Fixes per chunk: one index query per chunk, one test per chunk and fence.
 CHUNK_FIXES = 16
+#: Fixes per sub-chunk: a driving car covers several km in a chunk, so a
+#: chunk near a boundary is tested again in parts before fix by fix.
+SUB_CHUNK_FIXES = 4
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND = timedelta(microseconds=1)
 #: Circle distances this close to a threshold are recomputed by the scalar
 #: code, so numpy's and libm's last-bit differences cannot change a zone.
 _TIE_M = 1e-6
+#: Zone placeholder for a fix that the scalar `Shape.zone` must decide.
+_UNDECIDED = 2
+#: Factors that keep 1e-9 of slack on bounds of a local distance.
+_ABOVE = 1.0 + 1e-9
+_BELOW = 1.0 - 1e-9
+#: A chunk box closer than this (degrees) to a polygon's edges may touch
+#: them, because of rounding.
+_TOUCH_DEG = 1e-9
 
 
 @dataclass(frozen=True)
@@ -134,7 +154,11 @@ def _accept(arrays: TrackArrays) -> _Accepted:
     with np.errstate(invalid="ignore"):
         ok = arrays.valid & (np.abs(lat) <= 90.0) & (np.abs(lon) <= 180.0)
     source = np.flatnonzero(ok)
-    source = source[np.argsort(arrays.device[source], kind="stable")]
+    codes = arrays.device[source]
+    if len(arrays.device_ids) <= 1 << 16:
+        # numpy sorts 16-bit integers stably by radix sort, in linear time.
+        codes = codes.astype(np.uint16)
+    source = source[np.argsort(codes, kind="stable")]
     device = arrays.device[source]
     time_us = arrays.time_us[source]
     same = np.empty(len(source), dtype=bool)
@@ -174,83 +198,75 @@ def _drop_late(device: np.ndarray, time_us: np.ndarray, same: np.ndarray) -> np.
     return keep
 
 
-class _FenceTable:
-    """Per-call arrays describing the fences a batch touches, by slot."""
-
-    def __init__(self, index: FenceIndex, slots: np.ndarray, margin_m: float) -> None:
-        self.row_of = np.full(index.slot_count, -1, dtype=np.int64)
-        self.fences = [index.slot_fence(int(s)) for s in slots]
-        self.row_of[slots] = np.arange(len(slots))
-        count = len(slots)
-        self.margin = np.array(
-            [f.shape.effective_margin(margin_m) for f in self.fences]
-        )
-        self.circle = np.zeros(count, dtype=bool)
-        self.lon = np.zeros(count)
-        self.lat = np.zeros(count)
-        self.rho = np.ones(count)
-        self.radius = np.zeros(count)
-        self.inner = np.empty(count, dtype=object)
-        self.outer = np.empty(count, dtype=object)
-        for row, fence in enumerate(self.fences):
-            shape = fence.shape
-            if isinstance(shape, CircleShape):
-                self.circle[row] = True
-                self.lon[row], self.lat[row] = shape.lon, shape.lat
-                self.rho[row] = shape.curvature_m
-                self.radius[row] = shape.radius_m
-            else:
-                self.inner[row], self.outer[row] = shape.sure_geometries(
-                    self.margin[row]
-                )
-
-
 def _zones(
     index: FenceIndex, fixes: _Accepted, labels: list[frozenset[str]], margin_m: float
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Return (pair key, row, zone) for every fix that is not OUTSIDE a fence
     applying to its device; pair key = device * slot_count + slot."""
-    chunk_first = (fixes.position % CHUNK_FIXES) == 0
-    chunk_start = np.flatnonzero(chunk_first)
-    chunk_end = np.append(chunk_start[1:], len(fixes.source))
-    boxes = _chunk_boxes(fixes, chunk_start)
+    chunks = _chunks(fixes, CHUNK_FIXES)
+    start, end, boxes = chunks
     chunk, slot = _query_chunks(index, boxes, margin_m)
-    chunk_device = fixes.device[chunk_start]
-    chunk, slot = _applicable(index, labels, chunk_device, chunk, slot)
-    table = _FenceTable(index, np.unique(slot), margin_m)
-    settled = _settle_chunks(table, boxes, chunk, slot)
-    keys: list[np.ndarray] = []
-    rows_out: list[np.ndarray] = []
-    zones: list[np.ndarray] = []
-    for verdict in (INSIDE, MARGIN):
-        chosen = settled == verdict
-        starts, ends = chunk_start[chunk[chosen]], chunk_end[chunk[chosen]]
-        rows = _expand(starts, ends)
-        fix_slot = np.repeat(slot[chosen], ends - starts)
-        if verdict == MARGIN:
-            fix_zone = _fix_zones(table, fixes, rows, fix_slot)
-        else:
-            fix_zone = np.full(len(rows), INSIDE, dtype=np.int8)
-        hit = fix_zone != OUTSIDE
-        rows, fix_slot, fix_zone = rows[hit], fix_slot[hit], fix_zone[hit]
-        keys.append(fixes.device[rows].astype(np.int64) * index.slot_count + fix_slot)
-        rows_out.append(rows)
-        zones.append(fix_zone)
-    return np.concatenate(keys), np.concatenate(rows_out), np.concatenate(zones)
+    table, row_of = index.fence_table(margin_m, np.unique(slot))
+    fence_row = row_of[slot]
+    keep = _applicable(table, labels, fixes.device[start[chunk]], fence_row)
+    chunk, slot, fence_row = chunk[keep], slot[keep], fence_row[keep]
+    settled = _settle_chunks(table, chunks, chunk, fence_row, fixes)
+    found = [_inside_fixes(start, end, chunk, slot, settled == INSIDE)]
+    # Chunks left undecided: settle their sub-chunks, then fix by fix.
+    subs = _chunks(fixes, SUB_CHUNK_FIXES)
+    sub_start, sub_end, _ = subs
+    left = settled == MARGIN
+    first = np.searchsorted(sub_start, start[chunk[left]])
+    count = np.searchsorted(sub_start, end[chunk[left]]) - first
+    sub = _expand(first, first + count)
+    slot, fence_row = np.repeat(slot[left], count), np.repeat(fence_row[left], count)
+    settled = _settle_chunks(table, subs, sub, fence_row, fixes)
+    found.append(_inside_fixes(sub_start, sub_end, sub, slot, settled == INSIDE))
+    left = settled == MARGIN
+    count = sub_end[sub[left]] - sub_start[sub[left]]
+    rows = _expand(sub_start[sub[left]], sub_end[sub[left]])
+    zone = _fix_zones(table, fixes, rows, np.repeat(fence_row[left], count))
+    hit = zone != OUTSIDE
+    found.append((rows[hit], np.repeat(slot[left], count)[hit], zone[hit]))
+    rows = np.concatenate([rows for rows, _, _ in found])
+    slot = np.concatenate([slot for _, slot, _ in found])
+    keys = fixes.device[rows].astype(np.int64) * index.slot_count + slot
+    return keys, rows, np.concatenate([zone for _, _, zone in found])
 
 
-def _chunk_boxes(fixes: _Accepted, chunk_start: np.ndarray) -> np.ndarray:
-    """Return the (min_x, min_y, max_x, max_y) boxes of each chunk's fixes,
-    grown by 1e-9 degree so even a one-fix chunk has an area."""
+def _inside_fixes(
+    start: np.ndarray,
+    end: np.ndarray,
+    chunk: np.ndarray,
+    slot: np.ndarray,
+    chosen: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Return (row, slot, zone INSIDE) for every fix of the chosen pairs."""
+    starts, ends = start[chunk[chosen]], end[chunk[chosen]]
+    rows = _expand(starts, ends)
+    return (
+        rows,
+        np.repeat(slot[chosen], ends - starts),
+        np.full(len(rows), INSIDE, np.int8),
+    )
+
+
+def _chunks(fixes: _Accepted, size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Return the start and end rows of each device's runs of `size` fixes
+    and their (min_x, min_y, max_x, max_y) boxes, grown by 1e-9 degree so
+    that even a one-fix chunk has an area."""
+    start = np.flatnonzero(fixes.position % size == 0)
+    end = np.append(start[1:], len(fixes.source))
     eps = 1e-9
-    return np.column_stack(
+    boxes = np.column_stack(
         [
-            np.minimum.reduceat(fixes.lon, chunk_start) - eps,
-            np.minimum.reduceat(fixes.lat, chunk_start) - eps,
-            np.maximum.reduceat(fixes.lon, chunk_start) + eps,
-            np.maximum.reduceat(fixes.lat, chunk_start) + eps,
+            np.minimum.reduceat(fixes.lon, start) - eps,
+            np.minimum.reduceat(fixes.lat, start) - eps,
+            np.maximum.reduceat(fixes.lon, start) + eps,
+            np.maximum.reduceat(fixes.lat, start) + eps,
         ]
     )
+    return start, end, boxes
 
 
 def _query_chunks(
@@ -284,55 +300,84 @@ def _query_chunks(
         np.concatenate([np.minimum(max_x, 180.0), extra[:, 2]]),
         np.concatenate([max_y, extra[:, 3]]),
     )
-    pairs = np.unique(
-        all_owner[query].astype(np.int64) * (slot.max(initial=0) + 1) + slot
-    )
+    if len(extra_owner) == 0:
+        return query, slot  # unique pairs already
     width = slot.max(initial=0) + 1
+    pairs = np.unique(all_owner[query].astype(np.int64) * width + slot)
     return pairs // width, pairs % width
 
 
 def _applicable(
-    index: FenceIndex,
+    table: FenceTable,
     labels: list[frozenset[str]],
-    chunk_device: np.ndarray,
-    chunk: np.ndarray,
-    slot: np.ndarray,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Keep the (chunk, slot) pairs whose fence applies to the chunk's device."""
-    restricted = {
-        int(s)
-        for s in np.unique(slot)
-        if index.slot_fence(int(s)).applies_to is not None
-    }
-    if not restricted:
-        return chunk, slot
-    keep = np.ones(len(chunk), dtype=bool)
-    for row in np.flatnonzero(np.isin(slot, list(restricted))):
-        fence = index.slot_fence(int(slot[row]))
-        keep[row] = fence.applies(labels[int(chunk_device[chunk[row]])])
-    return chunk[keep], slot[keep]
+    device: np.ndarray,
+    fence_row: np.ndarray,
+) -> np.ndarray:
+    """Return which (device, fence row) pairs have a fence that applies to
+    the device."""
+    keep = np.ones(len(device), dtype=bool)
+    for n in np.flatnonzero(table.restricted[fence_row]):
+        fence = table.fences[int(fence_row[n])]
+        keep[n] = fence.applies(labels[int(device[n])])
+    return keep
 
 
 def _settle_chunks(
-    table: _FenceTable, boxes: np.ndarray, chunk: np.ndarray, slot: np.ndarray
+    table: FenceTable,
+    chunks: tuple[np.ndarray, np.ndarray, np.ndarray],
+    chunk: np.ndarray,
+    fence_row: np.ndarray,
+    fixes: _Accepted,
 ) -> np.ndarray:
     """Return INSIDE or OUTSIDE for (chunk, fence) pairs settled as a whole,
     MARGIN for pairs whose fixes need a test each (always for circles,
-    whose exact test is cheap)."""
+    whose exact test is cheap). `chunks` is the output of `_chunks`.
+
+    A chunk box outside a fence's reach box is OUTSIDE. A box farther from
+    a fence's lines than any zone change can be, scaled by the smallest
+    metres per degree over the box, is firm: all its fixes are inside a
+    polygon or none is, so its first fix decides.
+    """
+    start, _, boxes = chunks
     settled = np.full(len(chunk), MARGIN, dtype=np.int8)
-    rows = table.row_of[slot]
-    shaped = np.flatnonzero(~table.circle[rows])
-    if len(shaped) == 0:
-        return settled
-    picked = chunk[shaped]
-    chunk_boxes = shapely.box(
-        boxes[picked, 0], boxes[picked, 1], boxes[picked, 2], boxes[picked, 3]
+    near = _box_meets(boxes[chunk], table.reach_bounds[fence_row])
+    settled[~near] = OUTSIDE
+    shaped = np.flatnonzero(near & (table.kind[fence_row] != CIRCLE))
+    box = boxes[chunk[shaped]]
+    rows = fence_row[shaped]
+    # A fix in the box is at least the centre's distance minus half the
+    # diagonal from the lines: a point distance costs a third of a box's.
+    centre_x = (box[:, 0] + box[:, 2]) / 2.0
+    centre_y = (box[:, 1] + box[:, 3]) / 2.0
+    half_diagonal = np.hypot(box[:, 2] - box[:, 0], box[:, 3] - box[:, 1]) / 2.0
+    centres = shapely.points(centre_x, centre_y)
+    distance = shapely.distance(table.lines[rows], centres) - half_diagonal
+    max_lat = np.maximum(np.abs(box[:, 1]), np.abs(box[:, 3]))
+    low = distance * min_metres_per_degree_array(max_lat)
+    margin = table.margin[rows]
+    polygon = table.kind[rows] == POLYGON
+    # With margin 0 a box that touches the edges is not firm.
+    firm = polygon & (distance > _TOUCH_DEG) & (low >= margin * _ABOVE)
+    first = start[chunk[shaped[firm]]]
+    inside = shapely.intersects_xy(
+        table.area[rows[firm]], fixes.lon[first], fixes.lat[first]
     )
-    inside = shapely.contains(table.inner[rows[shaped]], chunk_boxes)
-    away = ~shapely.intersects(table.outer[rows[shaped]], chunk_boxes)
-    settled[shaped[inside]] = INSIDE
-    settled[shaped[away & ~inside]] = OUTSIDE
+    settled[shaped[firm]] = np.where(inside, INSIDE, OUTSIDE)
+    away = ~polygon & (low >= (table.half[rows] + margin) * _ABOVE)
+    settled[shaped[away]] = OUTSIDE
     return settled
+
+
+def _box_meets(box: np.ndarray, bounds: np.ndarray) -> np.ndarray:
+    """Return whether each box meets the matching bounds (boundary
+    included; False for NaN bounds)."""
+    result: np.ndarray = (
+        (box[:, 0] <= bounds[:, 2])
+        & (box[:, 1] <= bounds[:, 3])
+        & (box[:, 2] >= bounds[:, 0])
+        & (box[:, 3] >= bounds[:, 1])
+    )
+    return result
 
 
 def _expand(starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
@@ -348,48 +393,74 @@ def _expand(starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
 
 
 def _fix_zones(
-    table: _FenceTable, fixes: _Accepted, rows: np.ndarray, fix_slot: np.ndarray
+    table: FenceTable, fixes: _Accepted, rows: np.ndarray, fence_row: np.ndarray
 ) -> np.ndarray:
-    """Return the zone of each (fix row, fence slot) pair, as `Shape.zone`
-    would: circles by numpy distances, other shapes by their sure
-    geometries, and the rest (ties, fixes near a boundary) by `Shape.zone`."""
-    zone = np.full(len(rows), MARGIN, dtype=np.int8)
-    fence_row = table.row_of[fix_slot]
+    """Return the zone of each (fix row, fence row) pair, as `Shape.zone`
+    would: circles by numpy distances, other shapes by bounds on their
+    distance, and the rest (ties, fixes near a boundary) by `Shape.zone`."""
+    zone = np.full(len(rows), OUTSIDE, dtype=np.int8)
     lon = fixes.lon[rows]
     lat = fixes.lat[rows]
+    points = np.column_stack([lon, lat, lon, lat])
+    # A fix outside a fence's reach box is OUTSIDE: no distance needed.
+    near = np.flatnonzero(_box_meets(points, table.reach_bounds[fence_row]))
+    circle = near[table.kind[fence_row[near]] == CIRCLE]
+    zone[circle] = _circle_zones(table, fence_row[circle], lon[circle], lat[circle])
+    shaped = near[table.kind[fence_row[near]] != CIRCLE]
+    zone[shaped] = _line_zones(table, fence_row[shaped], lon[shaped], lat[shaped])
     margin = table.margin[fence_row]
-    unsure: list[np.ndarray] = []
-    circle = np.flatnonzero(table.circle[fence_row])
-    if len(circle):
-        fence_rows = fence_row[circle]
-        distance = circle_distances_m(
-            table.lon[fence_rows],
-            table.lat[fence_rows],
-            table.rho[fence_rows],
-            lon[circle],
-            lat[circle],
-        )
-        low = table.radius[fence_rows] - margin[circle]
-        high = table.radius[fence_rows] + margin[circle]
-        zone[circle] = np.where(
-            distance <= low, INSIDE, np.where(distance >= high, OUTSIDE, MARGIN)
-        )
-        tie = np.minimum(np.abs(distance - low), np.abs(distance - high)) < _TIE_M
-        unsure.append(circle[tie])
-    shaped = np.flatnonzero(~table.circle[fence_row])
-    if len(shaped):
-        fence_rows = fence_row[shaped]
-        inside = shapely.intersects_xy(
-            table.inner[fence_rows], lon[shaped], lat[shaped]
-        )
-        zone[shaped[inside]] = INSIDE
-        rest = shaped[~inside]
-        near = shapely.intersects_xy(table.outer[fence_row[rest]], lon[rest], lat[rest])
-        zone[rest[~near]] = OUTSIDE
-        unsure.append(rest[near])
-    for n in np.concatenate(unsure) if unsure else ():
+    for n in np.flatnonzero(zone == _UNDECIDED):
         fence = table.fences[int(fence_row[n])]
         zone[n] = fence.shape.zone(float(lon[n]), float(lat[n]), float(margin[n]))
+    return zone
+
+
+def _circle_zones(
+    table: FenceTable, rows: np.ndarray, lon: np.ndarray, lat: np.ndarray
+) -> np.ndarray:
+    """Return circle zones, _UNDECIDED within _TIE_M of a threshold."""
+    distance = circle_distances_m(
+        table.lon[rows], table.lat[rows], table.rho[rows], lon, lat
+    )
+    low = table.radius[rows] - table.margin[rows]
+    high = table.radius[rows] + table.margin[rows]
+    zone = np.where(
+        distance <= low, INSIDE, np.where(distance >= high, OUTSIDE, MARGIN)
+    ).astype(np.int8)
+    tie = np.minimum(np.abs(distance - low), np.abs(distance - high)) < _TIE_M
+    zone[tie] = _UNDECIDED
+    return zone
+
+
+def _line_zones(
+    table: FenceTable, rows: np.ndarray, lon: np.ndarray, lat: np.ndarray
+) -> np.ndarray:
+    """Return polygon and corridor zones from the distance to their lines.
+
+    `Shape.zone` measures that distance in the local plane at the point,
+    which scales degrees by `east` and `north`. So the local distance lies
+    between `low` and `high` below, and a zone that both bounds agree on is
+    the zone. The rest is _UNDECIDED. The bounds keep 1e-9 of slack, far
+    more than numpy and the math module differ by.
+    """
+    distance = shapely.distance(table.lines[rows], shapely.points(lon, lat))
+    east, north = metres_per_degree_array(lat)
+    low = distance * np.minimum(east, north)
+    high = distance * np.maximum(east, north)
+    margin = table.margin[rows]
+    zone = np.full(len(rows), _UNDECIDED, dtype=np.int8)
+    polygon = np.flatnonzero(table.kind[rows] == POLYGON)
+    firm = polygon[low[polygon] >= margin[polygon] * _ABOVE]
+    inside = shapely.intersects_xy(table.area[rows[firm]], lon[firm], lat[firm])
+    zone[firm] = np.where(inside, INSIDE, OUTSIDE)
+    zone[polygon[high[polygon] < margin[polygon] * _BELOW]] = MARGIN
+    corridor = np.flatnonzero(table.kind[rows] == CORRIDOR)
+    inner = table.half[rows[corridor]] - margin[corridor]
+    outer = table.half[rows[corridor]] + margin[corridor]
+    low, high = low[corridor], high[corridor]
+    zone[corridor[high <= inner * _BELOW]] = INSIDE
+    zone[corridor[low >= outer * _ABOVE]] = OUTSIDE
+    zone[corridor[(low > inner * _ABOVE) & (high < outer * _BELOW)]] = MARGIN
     return zone
 
 

@@ -31,7 +31,18 @@ from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from postloan.geofence.fences import INSIDE, OUTSIDE, Fence, Role, pad_degrees
+import shapely
+from shapely.geometry import Point
+
+from postloan.geofence.fences import (
+    INSIDE,
+    OUTSIDE,
+    CircleShape,
+    Fence,
+    PolygonShape,
+    Role,
+    pad_degrees,
+)
 from postloan.geofence.index import FenceIndex
 from postloan.model import FenceEvent, Fix
 
@@ -47,9 +58,11 @@ DWELL_BY_ROLE: dict[Role, bool] = {
 EVENT_RANK = {"exit": 0, "enter": 1, "dwell": 2}
 
 #: Half-size in degrees of the box around a fix whose candidate fences a
-#: device keeps; about 5 km, several fixes of a moving car. The benchmark
-#: found 0.05 halving the mean cost per fix against 0.02.
-CACHE_HALF_DEG = 0.05
+#: device keeps: about 11 km, 20 or more fixes of a moving car. On the data
+#: of bench/bench_geofence.py 0.1 gave the lowest mean cost per fix. With
+#: 0.05 the engine queries the index twice as often, and with 0.2 it tests
+#: more fences per fix.
+CACHE_HALF_DEG = 0.1
 
 MAX_MARGIN_M = 5_000.0
 
@@ -122,11 +135,15 @@ class _Pair:
     """State of one device in one fence, plus a cached zone.
 
     The zone cache is a disc in degrees around (`cx`, `cy`) within which the
-    zone cannot change; `radius` < 0 means no cache.
+    zone cannot change; `radius` < 0 means no cache, and `radius2` is its
+    square (-1 without cache). `pad` is the margin in degrees: a fix farther
+    than that from every one of `boxes` is OUTSIDE.
     """
 
     __slots__ = (
+        "boxes",
         "candidate",
+        "circle",
         "cx",
         "cy",
         "dwell",
@@ -137,6 +154,7 @@ class _Pair:
         "margin",
         "pad",
         "radius",
+        "radius2",
         "run",
         "run_lat",
         "run_lon",
@@ -148,6 +166,11 @@ class _Pair:
         self.fence = fence
         self.margin = fence.shape.effective_margin(margin_m)
         self.dwell = DWELL_BY_ROLE[fence.role]
+        shape = fence.shape
+        self.circle = isinstance(shape, CircleShape)
+        self.boxes = (
+            shape.near_boxes if isinstance(shape, PolygonShape) else shape.boxes
+        )
         self.candidate = True
         self.pad = 0.0
         self.inside = False
@@ -161,6 +184,7 @@ class _Pair:
         self.cx = 0.0
         self.cy = 0.0
         self.radius = -1.0
+        self.radius2 = -1.0
 
 
 class _Device:
@@ -194,6 +218,9 @@ class FenceEngine:
     `groups_of(device_id)` returns the device's group names and its
     ``vehicle:<id>`` label; a fence's `applies_to` selects on them. Labels
     are read once per device; call `refresh_device` after they change.
+
+    Call `FenceIndex.prepare` once before the first fix. Otherwise the first
+    fix near each fence also builds that fence's edges and indexes.
     """
 
     def __init__(
@@ -280,32 +307,44 @@ class FenceEngine:
         self.stats.evaluations += 1
         min_x, min_y, max_x, max_y = device.box
         inside_box = min_x <= lon <= max_x and min_y <= lat <= max_y
-        if device.version != self._index.version or not inside_box:
+        refresh = device.version != self._index.version or not inside_box
+        if refresh:
             self._refresh_candidates(device, lon, lat)
             min_x, min_y, max_x, max_y = device.box
         events: list[FenceEvent] = []
         reach = min(lon - min_x, max_x - lon, lat - min_y, max_y - lat)
-        deadline: datetime | None = None
-        for fence_id, pair in list(device.pairs.items()):
-            zone = self._zone(pair, lon, lat)
-            self._step(pair, zone, fix, events)
+        # Past the deadline some stay is due for dwell: step every pair inside.
+        dwell_due = device.deadline is not None and fix.time >= device.deadline
+        point: Point | None = None  # built once, by the first shape test
+        dropped: list[str] = []
+        for fence_id, pair in device.pairs.items():
+            distance2 = 0.0
+            if not pair.candidate:
+                zone = OUTSIDE
+            else:
+                dx = lon - pair.cx
+                dy = lat - pair.cy
+                distance2 = dx * dx + dy * dy
+                if distance2 <= pair.radius2:
+                    zone = pair.zone
+                else:
+                    zone, point = self._zone(pair, lon, lat, point)
+                    distance2 = 0.0
+            # Without a run, a zone other than the target and no dwell due,
+            # a step changes nothing.
+            target = OUTSIDE if pair.inside else INSIDE
+            if pair.run or zone == target or (dwell_due and pair.inside):
+                self._step(pair, zone, fix, events)
             if pair.run:
                 reach = -1.0
             elif pair.candidate:
-                left = pair.radius - math.hypot(lon - pair.cx, lat - pair.cy)
-                reach = min(reach, left)
+                reach = min(reach, pair.radius - math.sqrt(distance2))
             elif not pair.inside:
-                del device.pairs[fence_id]  # left behind: nothing to remember
-            if (
-                pair.inside
-                and pair.dwell
-                and not pair.dwelled
-                and self._dwell is not None
-            ):
-                assert pair.enter_time is not None
-                due = pair.enter_time + self._dwell
-                deadline = due if deadline is None or due < deadline else deadline
-        device.deadline = deadline
+                dropped.append(fence_id)  # left behind: nothing to remember
+        for fence_id in dropped:
+            del device.pairs[fence_id]
+        if refresh or events:
+            device.deadline = self._dwell_deadline(device)
         device.fast_x = lon
         device.fast_y = lat
         device.fast_r2 = reach * reach if reach > 0.0 else -1.0
@@ -313,57 +352,91 @@ class FenceEngine:
             events.sort(key=lambda event: (EVENT_RANK[event.event], event.fence_id))
         return events
 
+    def _dwell_deadline(self, device: _Device) -> datetime | None:
+        """Return the earliest time at which a stay becomes due for dwell."""
+        if self._dwell is None:
+            return None
+        deadline: datetime | None = None
+        for pair in device.pairs.values():
+            if pair.inside and pair.dwell and not pair.dwelled:
+                assert pair.enter_time is not None
+                due = pair.enter_time + self._dwell
+                deadline = due if deadline is None or due < deadline else deadline
+        return deadline
+
     def _refresh_candidates(self, device: _Device, lon: float, lat: float) -> None:
         self.stats.index_queries += 1
         half = CACHE_HALF_DEG
-        pad = pad_degrees(self._settings.margin_m, abs(lat) + half)
+        margin_m = self._settings.margin_m
+        max_lat = abs(lat) + half
+        pad = pad_degrees(margin_m, max_lat)
         found = self._index.candidates(
             lon - half - pad, lat - half - pad, lon + half + pad, lat + half + pad
         )
+        # Pads by effective margin: only fences narrower than twice the
+        # margin differ from the setting.
+        pads = {margin_m: pad}
         pairs: dict[str, _Pair] = {}
         old = device.pairs
+        labels = device.labels
         for fence in found:
-            if not fence.applies(device.labels):
+            if fence.applies_to is not None and not fence.applies(labels):
                 continue
             pair = old.get(fence.id)
             if pair is None or pair.fence is not fence:
-                pair = _Pair(fence, self._settings.margin_m)
+                pair = _Pair(fence, margin_m)
             pair.candidate = True
-            pair.pad = pad_degrees(pair.margin, abs(lat) + half)
+            fence_pad = pads.get(pair.margin)
+            if fence_pad is None:
+                fence_pad = pads[pair.margin] = pad_degrees(pair.margin, max_lat)
+            pair.pad = fence_pad
             pairs[fence.id] = pair
         for fence_id, pair in old.items():
             # Far from a fence it is still inside: that stay ends by exit.
             # A fence removed or replaced in the index ends without events.
-            live = self._index.get(fence_id) is pair.fence
-            if fence_id not in pairs and live and (pair.inside or pair.run):
+            if fence_id in pairs or not (pair.inside or pair.run):
+                continue
+            if self._index.get(fence_id) is pair.fence:
                 pair.candidate = False
                 pair.radius = -1.0
+                pair.radius2 = -1.0
                 pairs[fence_id] = pair
         device.pairs = pairs
         device.box = (lon - half, lat - half, lon + half, lat + half)
         device.version = self._index.version
 
     @staticmethod
-    def _zone(pair: _Pair, lon: float, lat: float) -> int:
-        if not pair.candidate:
-            return OUTSIDE
-        dx = lon - pair.cx
-        dy = lat - pair.cy
-        if pair.radius >= 0.0 and dx * dx + dy * dy <= pair.radius * pair.radius:
-            return pair.zone
-        gap = _box_gap(pair.fence.shape.boxes, lon, lat, pair.pad)
+    def _zone(
+        pair: _Pair, lon: float, lat: float, point: Point | None
+    ) -> tuple[int, Point | None]:
+        """Evaluate a candidate pair's zone and cache it with its disc.
+
+        Return the zone and `point`, which is built here if it was None and
+        a shape test needs it.
+        """
+        shape = pair.fence.shape
+        gap = _box_gap(pair.boxes, lon, lat, pair.pad)
         if gap > 0.0:
             zone, radius = OUTSIDE, gap
+        elif pair.circle:
+            zone, radius = shape.evaluate(lon, lat, pair.margin)
         else:
-            zone, radius = pair.fence.shape.evaluate(lon, lat, pair.margin)
+            if point is None:
+                point = shapely.points((lon, lat))  # faster than Point(lon, lat)
+            zone, radius = shape.evaluate(lon, lat, pair.margin, point)
         # Shrink the disc a little: a point exactly at its rim may lie on a
         # boundary, where the zone changes (the boundary counts as inside).
         radius = radius * (1.0 - 1e-9) - 1e-12
         pair.zone = zone
         pair.cx = lon
         pair.cy = lat
-        pair.radius = radius if radius > 0.0 else -1.0
-        return zone
+        if radius > 0.0:
+            pair.radius = radius
+            pair.radius2 = radius * radius
+        else:
+            pair.radius = -1.0
+            pair.radius2 = -1.0
+        return zone, point
 
     def _step(self, pair: _Pair, zone: int, fix: Fix, events: list[FenceEvent]) -> None:
         target = OUTSIDE if pair.inside else INSIDE
@@ -422,8 +495,22 @@ def _box_gap(
     """Return the distance in degrees from (lon, lat) to the nearest box grown
     by `pad`, 0 when inside one."""
     best = math.inf
+    # Comparisons instead of max(): this runs several times per evaluation.
     for min_x, min_y, max_x, max_y in boxes:
-        dx = max(min_x - pad - lon, lon - max_x - pad, 0.0)
-        dy = max(min_y - pad - lat, lat - max_y - pad, 0.0)
-        best = min(best, math.hypot(dx, dy))
+        dx = min_x - pad - lon
+        if dx <= 0.0:
+            dx = lon - max_x - pad
+        dy = min_y - pad - lat
+        if dy <= 0.0:
+            dy = lat - max_y - pad
+        if dx <= 0.0:
+            if dy <= 0.0:
+                return 0.0
+            gap = dy
+        elif dy <= 0.0:
+            gap = dx
+        else:
+            gap = math.hypot(dx, dy)
+        if gap < best:
+            best = gap
     return best

@@ -44,8 +44,9 @@ _RAD = math.pi / 180
 K_MAX = 111_700.0
 #: A degree of latitude at the equator (the smallest north-south scale).
 _K_NORTH_MIN = 110_574.0
-#: Safety factor on conservative degree bounds. It exceeds the 0.5 % by which
-#: a buffer with 8 segments per quarter circle undercuts a true offset curve.
+#: Safety factor on degree bounds derived from metres: room for rounding and
+#: for the chord-to-ground step of circle distances (under 0.01 % within
+#: MAX_RADIUS_M).
 SAFETY = 1.02
 #: Largest circle radius: the chord distance stays within 1 cm of the geodesic.
 MAX_RADIUS_M = 100_000.0
@@ -72,11 +73,28 @@ def metres_per_degree(lat: float) -> tuple[float, float]:
     return max(east, 0.0), _RAD * meridional
 
 
+def metres_per_degree_array(lat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Return `metres_per_degree` for each latitude of an array."""
+    sin_phi = np.sin(lat * _RAD)
+    w2 = 1.0 - WGS84_E2 * sin_phi * sin_phi
+    meridional = WGS84_A * (1.0 - WGS84_E2) / (w2 * np.sqrt(w2))
+    prime_vertical = WGS84_A / np.sqrt(w2)
+    east = _RAD * prime_vertical * np.cos(lat * _RAD)
+    return np.maximum(east, 0.0), _RAD * meridional
+
+
+def min_metres_per_degree_array(abs_lat: np.ndarray) -> np.ndarray:
+    """Return `min_metres_per_degree` for each latitude of an array."""
+    east, _ = metres_per_degree_array(np.minimum(abs_lat, 90.0))
+    result: np.ndarray = np.minimum(east, _K_NORTH_MIN)
+    return result
+
+
 def pad_degrees(reach_m: float, max_abs_lat: float) -> float:
     """Return a distance in degrees that every point closer than `reach_m`
     metres to a set within latitudes ±`max_abs_lat` lies within."""
-    first = reach_m * SAFETY / min_metres_per_degree(max_abs_lat)
-    scale = min_metres_per_degree(max_abs_lat + 2.0 * first)
+    first = reach_m * SAFETY / scale_floor(max_abs_lat)
+    scale = scale_floor(max_abs_lat + 2.0 * first)
     second = reach_m * SAFETY / scale if scale > 0.0 else math.inf
     # Near a pole the scale collapses and no finite pad is safe.
     return second if second <= 2.0 * first else 360.0
@@ -87,6 +105,22 @@ def min_metres_per_degree(abs_lat: float) -> float:
     every latitude from 0 up to `abs_lat`."""
     east, _ = metres_per_degree(min(abs_lat, 90.0))
     return min(east, _K_NORTH_MIN)
+
+
+#: `min_metres_per_degree` at whole degrees 0-90.
+_SCALE_BY_DEGREE = tuple(min_metres_per_degree(float(lat)) for lat in range(91))
+
+
+def scale_floor(abs_lat: float) -> float:
+    """Return a lower bound of `min_metres_per_degree(abs_lat)`.
+
+    The bound is the table value at the next whole degree, which is valid
+    because the scale only falls towards the poles. The per-fix path calls
+    this often, and a table look-up is much cheaper than the trigonometry.
+    """
+    if not abs_lat < 90.0:
+        return _SCALE_BY_DEGREE[90]
+    return _SCALE_BY_DEGREE[math.ceil(abs_lat)]
 
 
 def wrap_boxes(min_x: float, min_y: float, max_x: float, max_y: float) -> list[Box]:
@@ -135,9 +169,12 @@ class Shape(Protocol):
 
     def zone(self, lon: float, lat: float, margin_m: float) -> int: ...
 
-    def evaluate(self, lon: float, lat: float, margin_m: float) -> tuple[int, float]:
+    def evaluate(
+        self, lon: float, lat: float, margin_m: float, point: Point | None = None
+    ) -> tuple[int, float]:
         """Return the zone and a radius in degrees around the point within
-        which the zone cannot change (0 when unknown)."""
+        which the zone cannot change (0 when unknown). `point` is
+        Point(lon, lat) when the caller has already built it."""
         ...
 
     def effective_margin(self, margin_m: float) -> float: ...
@@ -179,7 +216,8 @@ def _near_piece(
 
 
 class _OffsetShape:
-    """Sure-zone geometries built by buffering in degrees (polygons, corridors)."""
+    """Shapes whose zone depends on the distance to a set of lines (the
+    polygon's edges, the corridor's route)."""
 
     def _max_abs_lat(self) -> float:
         _, min_y, _, max_y = self.geometry.bounds
@@ -189,37 +227,22 @@ class _OffsetShape:
     def geometry(self) -> BaseGeometry:
         raise NotImplementedError
 
-    def sure_offsets_m(self, margin_m: float) -> tuple[float, float]:
-        """Return (inner, outer) offsets in metres; inner > 0 shrinks."""
+    @property
+    def lines(self) -> BaseGeometry:
+        """Lines whose distance decides the zone, with copies shifted by
+        ±360 where the shape passes ±180."""
         raise NotImplementedError
 
-    def buffered(self, distance_deg: float) -> BaseGeometry:
+    def reach_m(self, margin_m: float) -> float:
+        """Return the distance in metres from `lines` beyond which a point
+        is OUTSIDE, or INSIDE for a polygon that covers it."""
         raise NotImplementedError
 
-    def sure_geometries(self, margin_m: float) -> tuple[BaseGeometry, BaseGeometry]:
-        """Return (inner, outer) in degrees: a point covered by inner is in
-        zone INSIDE, a point not covered by outer is in zone OUTSIDE."""
-        cache: dict[float, tuple[BaseGeometry, BaseGeometry]]
-        cache = self.__dict__.setdefault("_sure_cache", {})
-        pair = cache.get(margin_m)
-        if pair is None:
-            pair = self._build_sure(margin_m)
-            cache[margin_m] = pair
-        return pair
-
-    def _build_sure(self, margin_m: float) -> tuple[BaseGeometry, BaseGeometry]:
-        inner_m, outer_m = self.sure_offsets_m(margin_m)
-        max_lat = self._max_abs_lat()
-        if inner_m >= 0.0:
-            # Shrink by at least inner_m everywhere: use the smallest scale.
-            inner = self.buffered(-inner_m * SAFETY / min_metres_per_degree(max_lat))
-        else:
-            # Grow by at most -inner_m everywhere: use the largest scale.
-            inner = self.buffered(-inner_m / (K_MAX * SAFETY))
-        outer = self.buffered(pad_degrees(outer_m, max_lat))
-        shapely.prepare(inner)
-        shapely.prepare(outer)
-        return inner, outer
+    def reach_bounds(self, margin_m: float) -> Box:
+        """Return a box outside which every point is OUTSIDE."""
+        min_x, min_y, max_x, max_y = self.lines.bounds
+        pad = pad_degrees(self.reach_m(margin_m), self._max_abs_lat())
+        return (min_x - pad, min_y - pad, max_x + pad, max_y + pad)
 
 
 @dataclass(frozen=True, eq=False)
@@ -246,8 +269,7 @@ class PolygonShape(_OffsetShape):
         """Boundary without the seam at ±180, with copies shifted by ±360 when
         the polygon reaches the seam, so distances wrap around it."""
         boundary = self.polygons.boundary
-        min_x, _, max_x, _ = self.polygons.bounds
-        if min_x > -180.0 or max_x < 180.0:
+        if not self._on_seam:
             shapely.prepare(boundary)
             return boundary
         seam = MultiLineString(
@@ -259,6 +281,26 @@ class PolygonShape(_OffsetShape):
         )
         shapely.prepare(edges)
         return edges
+
+    @property
+    def _on_seam(self) -> bool:
+        """Whether the polygon reaches both -180 and 180 (it was split)."""
+        min_x, _, max_x, _ = self.polygons.bounds
+        return bool(min_x <= -180.0 and max_x >= 180.0)
+
+    @cached_property
+    def near_boxes(self) -> tuple[Box, ...]:
+        """`boxes` plus, for a polygon on the seam, their copies shifted by
+        ±360 like those of `edges`: a point outside all of them grown by the
+        margin is OUTSIDE."""
+        if not self._on_seam:
+            return self.boxes
+        shifted = [
+            (min_x + turn, min_y, max_x + turn, max_y)
+            for min_x, min_y, max_x, max_y in self.boxes
+            for turn in (-360.0, 360.0)
+        ]
+        return self.boxes + tuple(shifted)
 
     @cached_property
     def _half_inradius_m(self) -> float:
@@ -285,29 +327,57 @@ class PolygonShape(_OffsetShape):
         return min(margin_m, self._half_inradius_m)
 
     def zone(self, lon: float, lat: float, margin_m: float) -> int:
-        inside = bool(shapely.intersects_xy(self.polygons, lon, lat))
-        firm = INSIDE if inside else OUTSIDE
+        point = shapely.points((lon, lat))
+        firm = INSIDE if self.polygons.intersects(point) else OUTSIDE
         if margin_m <= 0.0:
+            return firm
+        return self._zone_near(lon, lat, margin_m, firm, self.edges.distance(point))
+
+    def _zone_near(
+        self, lon: float, lat: float, margin_m: float, firm: int, distance_deg: float
+    ) -> int:
+        """Return MARGIN if the point lies closer than `margin_m` metres to
+        the edges in the local plane at the point, else `firm`.
+
+        The local plane scales degrees by `east` and `north`, so the local
+        distance lies between min(east, north) and max(east, north) times
+        the distance in degrees. Only a point between the two bounds needs
+        the exact local distance. The bounds keep 1e-9 of slack for
+        rounding.
+        """
+        east, north = metres_per_degree(lat)
+        if distance_deg * max(east, north) < margin_m * (1.0 - 1e-9):
+            return MARGIN
+        if distance_deg * min(east, north) >= margin_m * (1.0 + 1e-9):
             return firm
         piece = _near_piece(self.edges, lon, lat, margin_m)
         if piece is None or _local_distance(piece, lon, lat) >= margin_m:
             return firm
         return MARGIN
 
-    def evaluate(self, lon: float, lat: float, margin_m: float) -> tuple[int, float]:
-        inside = bool(shapely.intersects_xy(self.polygons, lon, lat))
-        distance_deg = float(shapely.distance(self.edges, Point(lon, lat)))
-        scale = min_metres_per_degree(abs(lat) + distance_deg)
+    def evaluate(
+        self, lon: float, lat: float, margin_m: float, point: Point | None = None
+    ) -> tuple[int, float]:
+        if point is None:
+            point = shapely.points((lon, lat))
+        # The geometry methods take shapely's scalar path, several times
+        # cheaper than the array functions for one point.
+        firm = INSIDE if self.polygons.intersects(point) else OUTSIDE
+        # NOTE: shapely 2.2 computes distance without the prepared index,
+        # so this costs time linear in the vertex count of the fence.
+        distance_deg = float(self.edges.distance(point))
+        scale = scale_floor(abs(lat) + distance_deg)
         reach_deg = margin_m * SAFETY / scale if scale > 0.0 else math.inf
         if distance_deg >= reach_deg:
-            return (INSIDE if inside else OUTSIDE), distance_deg - reach_deg
-        return self.zone(lon, lat, margin_m), 0.0
+            return firm, distance_deg - reach_deg
+        return self._zone_near(lon, lat, margin_m, firm, distance_deg), 0.0
 
-    def sure_offsets_m(self, margin_m: float) -> tuple[float, float]:
-        return margin_m, margin_m
+    @property
+    def lines(self) -> BaseGeometry:
+        return self.edges
 
-    def buffered(self, distance_deg: float) -> BaseGeometry:
-        return self.polygons.buffer(distance_deg, quad_segs=8)
+    def reach_m(self, margin_m: float) -> float:
+        return margin_m
 
 
 def _ecef(lon: float, lat: float) -> tuple[float, float, float]:
@@ -369,6 +439,21 @@ class CircleShape:
         half_x = self.radius_m * SAFETY / scale
         return tuple(wrap_boxes(self.lon - half_x, min_y, self.lon + half_x, max_y))
 
+    def reach_box(self, margin_m: float) -> Box | None:
+        """Return a box that contains every point closer than radius_m +
+        margin_m, or None when such a box would cross ±180 or reach a pole.
+        The bounds are those of `boxes`, for the larger radius."""
+        reach_m = self.radius_m + margin_m
+        half_y = reach_m * SAFETY / _K_NORTH_MIN
+        min_y, max_y = self.lat - half_y, self.lat + half_y
+        if min_y <= -90.0 or max_y >= 90.0:
+            return None
+        scale = min_metres_per_degree(max(abs(min_y), abs(max_y)))
+        half_x = reach_m * SAFETY / scale
+        if self.lon - half_x < -180.0 or self.lon + half_x > 180.0:
+            return None
+        return (self.lon - half_x, min_y, self.lon + half_x, max_y)
+
     def effective_margin(self, margin_m: float) -> float:
         return min(max(margin_m, 0.0), self.radius_m / 2.0)
 
@@ -380,13 +465,21 @@ class CircleShape:
             return OUTSIDE
         return MARGIN
 
-    def evaluate(self, lon: float, lat: float, margin_m: float) -> tuple[int, float]:
+    def evaluate(
+        self, lon: float, lat: float, margin_m: float, point: Point | None = None
+    ) -> tuple[int, float]:
+        # A step of r degrees moves at most r * K_MAX metres on the ground,
+        # and the chord distance follows within the SAFETY factor.
         distance = self.distance_m(lon, lat)
-        if distance <= self.radius_m - margin_m:
-            return INSIDE, (self.radius_m - margin_m - distance) / (K_MAX * SAFETY)
-        if distance >= self.radius_m + margin_m:
-            return OUTSIDE, (distance - self.radius_m - margin_m) / (K_MAX * SAFETY)
-        return MARGIN, 0.0
+        low = self.radius_m - margin_m
+        high = self.radius_m + margin_m
+        if distance <= low:
+            return INSIDE, (low - distance) / (K_MAX * SAFETY)
+        if distance >= high:
+            return OUTSIDE, (distance - high) / (K_MAX * SAFETY)
+        # The zone stays MARGIN while the distance is within (low, high), so
+        # a car parked in the band needs no test per fix.
+        return MARGIN, min(distance - low, high - distance) / (K_MAX * SAFETY)
 
 
 def circle_distances_m(
@@ -476,10 +569,14 @@ class CorridorShape(_OffsetShape):
             return OUTSIDE
         return MARGIN
 
-    def evaluate(self, lon: float, lat: float, margin_m: float) -> tuple[int, float]:
+    def evaluate(
+        self, lon: float, lat: float, margin_m: float, point: Point | None = None
+    ) -> tuple[int, float]:
         half = self.width_m / 2.0
-        distance_deg = float(shapely.distance(self._lines, Point(lon, lat)))
-        scale = min_metres_per_degree(abs(lat) + distance_deg)
+        if point is None:
+            point = shapely.points((lon, lat))
+        distance_deg = float(self._lines.distance(point))
+        scale = scale_floor(abs(lat) + distance_deg)
         out_deg = (half + margin_m) * SAFETY / scale if scale > 0.0 else math.inf
         if distance_deg >= out_deg:
             return OUTSIDE, distance_deg - out_deg
@@ -488,18 +585,44 @@ class CorridorShape(_OffsetShape):
             return INSIDE, in_deg - distance_deg
         return self.zone(lon, lat, margin_m), 0.0
 
-    def sure_offsets_m(self, margin_m: float) -> tuple[float, float]:
-        # A negative inner offset grows the line by (half - margin).
-        half = self.width_m / 2.0
-        return -(half - margin_m), half + margin_m
+    @property
+    def lines(self) -> BaseGeometry:
+        return self._lines
 
-    def buffered(self, distance_deg: float) -> BaseGeometry:
-        if distance_deg <= 0.0:
-            return Polygon()
-        return self._lines.buffer(distance_deg, quad_segs=8)
+    def reach_m(self, margin_m: float) -> float:
+        return self.width_m / 2.0 + margin_m
 
 
 AnyShape = PolygonShape | CircleShape | CorridorShape
+
+
+def prepare_shapes(shapes: Iterable[AnyShape]) -> None:
+    """Build what the zone tests of `shapes` would otherwise build at first
+    use: circle constants, polygon edges and inradius, corridor lines, and
+    the point index of each prepared polygon.
+
+    GEOS builds that index lazily, at the second point test on a geometry,
+    so two probe calls build it here. Prepared shapes are skipped.
+    """
+    polygons: list[BaseGeometry] = []
+    for shape in shapes:
+        if shape.__dict__.get("_prepared"):
+            continue
+        if isinstance(shape, CircleShape):
+            _ = shape.curvature_m, shape._centre
+        elif isinstance(shape, PolygonShape):
+            _ = shape.edges, shape._half_inradius_m
+            polygons.append(shape.polygons)
+        else:
+            _ = shape.lines
+        # The dataclasses are frozen: the flag goes straight into __dict__.
+        shape.__dict__["_prepared"] = True
+    if polygons:
+        array = np.empty(len(polygons), dtype=object)
+        array[:] = polygons
+        min_x, min_y, max_x, max_y = shapely.bounds(array).T
+        for _ in range(2):
+            shapely.intersects_xy(array, (min_x + max_x) / 2, (min_y + max_y) / 2)
 
 
 @dataclass(frozen=True, eq=False)

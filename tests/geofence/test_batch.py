@@ -5,16 +5,19 @@ from __future__ import annotations
 import csv
 import json
 import math
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from shapely.geometry import MultiPolygon, Polygon
 
 from postloan.geofence import (
     RAW,
+    Fence,
     FenceEngine,
     FenceIndex,
     HysteresisSettings,
@@ -126,6 +129,57 @@ def test_batch_equals_per_fix_on_walks(
     actual = evaluate_batch(index, fixes, chosen)
 
     assert actual == expected
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(rows=st.lists(fix_tuples, min_size=1, max_size=120), chosen=hysteresis)
+def test_batch_equals_per_fix_prepared_index(
+    rows: list[tuple[str, int, float, float, bool]], chosen: HysteresisSettings
+) -> None:
+    fixes = to_fixes(rows)
+    index = FenceIndex(FENCES)
+    index.prepare(chosen.margin_m)
+    engine = FenceEngine(index, chosen, groups_of=lambda d: GROUPS[d])
+
+    expected = engine.process_many(fixes)
+    actual = evaluate_batch(index, fixes, chosen, groups_of=lambda d: GROUPS[d])
+
+    assert actual == expected
+
+
+@pytest.mark.parametrize("seed", range(24))
+@pytest.mark.parametrize("prepared", [False, True], ids=["lazy", "prepared"])
+def test_batch_across_antimeridian_equals_per_fix(
+    seam_fences: list[Fence],
+    seam_walk: Callable[[int], list[Fix]],
+    seed: int,
+    prepared: bool,
+) -> None:
+    fixes = seam_walk(seed)
+    chosen = HysteresisSettings(margin_m=120.0, confirm_fixes=1, dwell_s=300.0)
+    index = FenceIndex(seam_fences)
+    if prepared:
+        index.prepare(chosen.margin_m)
+
+    expected = FenceEngine(index, chosen).process_many(fixes)
+    actual = evaluate_batch(index, fixes, chosen)
+
+    assert actual == expected
+
+
+def test_batch_after_run_time_changes_to_prepared_index() -> None:
+    fixes = to_fixes([("b", 30, 0.001 * n, 0.005, True) for n in range(25)])
+    index = FenceIndex(FENCES)
+    index.prepare(RAW.margin_m)
+    index.remove("holed")
+    index.add(circle_fence("late", 0.015, 0.005, 400.0))
+
+    expected = FenceEngine(index, RAW).process_many(fixes)
+    actual = evaluate_batch(index, fixes, RAW)
+
+    assert actual == expected
+    assert {event.fence_id for event in actual} >= {"late"}
+    assert "holed" not in {event.fence_id for event in actual}
 
 
 def test_batch_from_arrays_matches_fixes() -> None:

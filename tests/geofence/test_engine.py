@@ -8,7 +8,7 @@ import csv
 import json
 import math
 import random
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -269,6 +269,75 @@ def test_naive_time_rejected() -> None:
 
     with pytest.raises(ValueError, match="no timezone"):
         engine.process(naive)
+
+
+def test_dwell_fires_while_parked_on_fast_path() -> None:
+    fence = circle_fence("pawn", 0.0, 0.0, 200.0, role=Role.RISK)
+    engine = FenceEngine(FenceIndex([fence]), HysteresisSettings(dwell_s=600.0))
+    # Drive in, then park: identical positions take the fast path until
+    # the dwell deadline makes the engine step the stay again.
+    fixes = [fix("car", 0.0, 0.01, 0.0), fix("car", 30.0, 0.0, 0.0)]
+    fixes += [fix("car", 30.0 * n, 0.0005, 0.0) for n in range(2, 40)]
+
+    events = engine.process_many(fixes)
+
+    assert kinds(events) == [("enter", "pawn"), ("dwell", "pawn")]
+    assert events[1].time == START + timedelta(seconds=630)  # enter at 30 s
+    assert engine.stats.evaluations < 10
+
+
+# --- zone cache ---------------------------------------------------------------------
+
+
+def test_parked_in_circle_margin_band_is_cached() -> None:
+    # 220 m from the centre of a 200 m circle: in the 150-250 m band.
+    lon, lat = destination(0.0, 0.0, 60.0, 220.0)
+    engine = FenceEngine(FenceIndex([circle_fence("pawn", 0.0, 0.0, 200.0)]))
+
+    events = engine.process_many(fix("car", 30.0 * n, lon, lat) for n in range(100))
+
+    assert events == []
+    assert engine.stats.evaluations == 1
+
+
+def zone_reference_events(
+    fences: list[Fence], fixes: list[Fix], settings: HysteresisSettings
+) -> list[tuple[str, str, datetime]]:
+    """Apply the hysteresis rule fence by fence with `Shape.zone`, no index
+    and no cache; dwell is left out."""
+    events = []
+    state = {fence.id: (False, 0, START) for fence in fences}
+    for one in fixes:
+        found = []
+        for fence in fences:
+            inside, run, run_time = state[fence.id]
+            margin = fence.shape.effective_margin(settings.margin_m)
+            zone = fence.shape.zone(one.longitude, one.latitude, margin)
+            if zone == (-1 if inside else 1):
+                run, run_time = run + 1, run_time if run else one.time
+                if run >= settings.confirm_fixes:
+                    inside, run = not inside, 0
+                    found.append(("enter" if inside else "exit", fence.id, run_time))
+            else:
+                run = 0
+            state[fence.id] = (inside, run, run_time)
+        events.extend(sorted(found, key=lambda e: (e[0] != "exit", e[1])))
+    return events
+
+
+@pytest.mark.parametrize("seed", range(24))
+def test_antimeridian_walk_matches_zone_reference(
+    seam_fences: list[Fence], seam_walk: Callable[[int], list[Fix]], seed: int
+) -> None:
+    fences = seam_fences
+    fixes = seam_walk(seed)
+    settings = HysteresisSettings(margin_m=120.0, confirm_fixes=1, dwell_s=math.inf)
+    engine = FenceEngine(FenceIndex(fences), settings)
+
+    events = engine.process_many(fixes)
+
+    expected = zone_reference_events(fences, fixes, settings)
+    assert [(e.event, e.fence_id, e.time) for e in events] == expected
 
 
 # --- run-time changes and assignment -------------------------------------------------

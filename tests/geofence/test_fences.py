@@ -7,13 +7,17 @@ import json
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
+import shapely
 from geographiclib.geodesic import Geodesic
-from shapely.geometry import Polygon
+from shapely.geometry import Point, Polygon
 
 from postloan.geofence import (
     INSIDE,
     MARGIN,
+    OUTSIDE,
+    CircleShape,
     Fence,
     FenceError,
     Role,
@@ -21,6 +25,13 @@ from postloan.geofence import (
     corridor_fence,
     load_fences,
     polygon_fence,
+)
+from postloan.geofence.fences import (
+    metres_per_degree,
+    metres_per_degree_array,
+    min_metres_per_degree,
+    prepare_shapes,
+    scale_floor,
 )
 
 BOUNDARIES = Path(__file__).resolve().parents[2] / "postloan" / "data" / "boundaries"
@@ -216,6 +227,130 @@ def test_evaluate_radius_keeps_zone(portugal: dict[str, Fence]) -> None:
     assert zone == INSIDE
     assert radius > 0.001
     assert moved == INSIDE
+
+
+def test_circle_margin_band_radius_keeps_zone() -> None:
+    fence = circle_fence("c", 0.0, 0.0, 200.0)
+    lon, lat = destination(0.0, 0.0, 30.0, 220.0)
+
+    zone, radius = fence.shape.evaluate(lon, lat, 50.0)
+    moved = [
+        fence.shape.zone(lon + radius * 0.99 * dx, lat + radius * 0.99 * dy, 50.0)
+        for dx, dy in [(1, 0), (-1, 0), (0, 1), (0, -1), (0.7, 0.7), (-0.7, -0.7)]
+    ]
+
+    assert zone == MARGIN
+    assert radius > 0.0
+    assert moved == [MARGIN] * 6
+
+
+@pytest.mark.parametrize("lat", [0.0, 45.0, -60.0, 80.0])
+def test_circle_reach_box_contains_reach(lat: float) -> None:
+    circle = CircleShape(10.0, lat, 500.0)
+    box = circle.reach_box(50.0)
+    rim = [destination(10.0, lat, azimuth, 549.99) for azimuth in range(0, 360, 15)]
+
+    assert box is not None
+    assert all(box[0] <= x <= box[2] and box[1] <= y <= box[3] for x, y in rim)
+
+
+def test_circle_reach_box_none_across_antimeridian() -> None:
+    circle = CircleShape(179.999, 0.0, 500.0)
+
+    assert circle.reach_box(50.0) is None
+
+
+def test_scale_floor_is_a_lower_bound() -> None:
+    latitudes = np.linspace(0.0, 90.0, 2001)
+
+    floors = [scale_floor(float(lat)) for lat in latitudes]
+    exact = [min_metres_per_degree(float(lat)) for lat in latitudes]
+
+    assert all(f <= e for f, e in zip(floors, exact, strict=True))
+    # Up to 60° a whole degree changes the scale by under 3.1 %.
+    up_to_60 = slice(0, 1334)
+    pairs = zip(floors[up_to_60], exact[up_to_60], strict=True)
+    assert all(f >= e * 0.969 for f, e in pairs)
+
+
+def test_metres_per_degree_array_matches_scalar() -> None:
+    latitudes = np.linspace(-90.0, 90.0, 721)
+
+    east, north = metres_per_degree_array(latitudes)
+    scalar = np.array([metres_per_degree(float(lat)) for lat in latitudes])
+
+    assert np.allclose(east, scalar[:, 0], rtol=1e-12, atol=1e-6)
+    assert np.allclose(north, scalar[:, 1], rtol=1e-12)
+
+
+def local_distance_m(fence: Fence, lon: float, lat: float) -> float:
+    """Distance from the point to the fence's edges in the local plane at the
+    point, by transforming the whole boundary (no bounds, no clipping)."""
+    east, north = metres_per_degree(lat)
+    edges = fence.shape.edges  # type: ignore[union-attr]
+    local = shapely.transform(
+        edges, lambda xy: (xy - np.array([lon, lat])) * np.array([east, north])
+    )
+    return float(local.distance(Point(0.0, 0.0)))
+
+
+def near_edge_samples(fence: Fence, seed: int) -> list[tuple[float, float]]:
+    """Return points 10-60 m from the fence's boundary in random directions,
+    around the limit of a 50 m margin."""
+    boundary = fence.shape.geometry.boundary
+    rng = np.random.default_rng(seed)
+    samples = []
+    for fraction in rng.uniform(0.0, 1.0, 150):
+        edge = boundary.interpolate(fraction, normalized=True)
+        for metres in (10.0, 45.0, 49.0, 51.0, 60.0):
+            samples.append(destination(edge.x, edge.y, rng.uniform(0, 360), metres))
+    return samples
+
+
+def expected_zone(fence: Fence, lon: float, lat: float, margin_m: float) -> int:
+    if local_distance_m(fence, lon, lat) < margin_m:
+        return MARGIN
+    return INSIDE if fence.shape.geometry.covers(Point(lon, lat)) else OUTSIDE
+
+
+@pytest.mark.parametrize("fence_id", ["1312", "1106"])
+def test_polygon_zone_near_edges_matches_local_distance(
+    portugal: dict[str, Fence], fence_id: str
+) -> None:
+    fence = portugal[fence_id]
+
+    for lon, lat in near_edge_samples(fence, seed=7):
+        assert fence.shape.zone(lon, lat, 50.0) == expected_zone(fence, lon, lat, 50.0)
+
+
+def test_polygon_zone_near_edges_at_high_latitude() -> None:
+    # At 70°N a degree of longitude is a third of a degree of latitude, so
+    # the two bounds on the local distance lie far apart.
+    square = Polygon([(20, 70), (21, 70), (21, 70.5), (20, 70.5)])
+    fence = polygon_fence("north", square)
+
+    for lon, lat in near_edge_samples(fence, seed=3):
+        assert fence.shape.zone(lon, lat, 50.0) == expected_zone(fence, lon, lat, 50.0)
+
+
+def test_polygon_near_boxes_add_seam_copies(world: dict[str, Fence]) -> None:
+    fiji = world["FJI"].shape
+    square = polygon_fence("sq", SQUARE).shape
+
+    assert len(fiji.near_boxes) == 3 * len(fiji.boxes)  # type: ignore[union-attr]
+    assert square.near_boxes == square.boxes  # type: ignore[union-attr]
+
+
+def test_prepare_shapes_builds_edges_once() -> None:
+    fence = polygon_fence("sq", SQUARE)
+
+    prepare_shapes([fence.shape])
+    edges = fence.shape.__dict__.get("edges")
+    prepare_shapes([fence.shape])
+
+    assert edges is not None
+    assert fence.shape.__dict__["edges"] is edges
+    assert fence.shape.__dict__["_prepared"] is True
 
 
 # --- GeoJSON import -----------------------------------------------------------
