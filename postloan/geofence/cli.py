@@ -178,6 +178,10 @@ def _read_csv(path: Path) -> Iterator[Fix]:
             fixes = [_fix_from_row(path, reader.line_num, row) for row in reader]
         except (UnicodeDecodeError, csv.Error) as error:
             raise TrackError(f"{path}: line {reader.line_num}: {error}") from None
+    # A CSV is history, not a live feed: replay each device in fix-time order
+    # (a stable sort, so equal times keep file order), or the engine would
+    # skip every fix older than one it has seen as late.
+    fixes.sort(key=lambda fix: (fix.device_id, fix.time))
     return iter(fixes)
 
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -218,3 +220,54 @@ def test_cli_check_needs_track_or_store(
 
     assert status == 2
     assert "give TRACK.csv" in capsys.readouterr().err
+
+
+def test_check_reads_csv_rows_in_any_order(tmp_path: Path) -> None:
+    fences = tmp_path / "fences.geojson"
+    fences.write_text(
+        '{"type": "Feature", "id": "square", "properties": {}, "geometry": '
+        '{"type": "Polygon", "coordinates": [[[0, 0], [0.1, 0], [0.1, 0.1], '
+        "[0, 0.1], [0, 0]]]}}"
+    )
+    rows = [
+        f"d1,2026-01-01T00:{minute:02d}:00Z,0.05,{lon}"
+        for minute, lon in enumerate([-0.05, -0.04, 0.05, 0.06, 0.07])
+    ]
+    ordered = tmp_path / "ordered.csv"
+    ordered.write_text("device_id,time,latitude,longitude\n" + "\n".join(rows) + "\n")
+    reversed_ = tmp_path / "reversed.csv"
+    reversed_.write_text(
+        "device_id,time,latitude,longitude\n" + "\n".join(reversed(rows)) + "\n"
+    )
+
+    first = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "postloan.cli",
+            "fences",
+            "check",
+            str(fences),
+            str(ordered),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    second = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "postloan.cli",
+            "fences",
+            "check",
+            str(fences),
+            str(reversed_),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+    assert first.stdout != ""
+    assert first.stdout == second.stdout
