@@ -211,7 +211,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     except KeyboardInterrupt:
         return 130
-    except (ValueError, OSError, sqlite3.Error, psycopg.Error) as exc:
+    except (ValueError, LookupError, OSError, sqlite3.Error, psycopg.Error) as exc:
         # Bad input, a missing file, a busy port or an unreachable database:
         # the message names the value, a traceback would only hide it.
         log.debug("command failed", exc_info=True)

@@ -31,6 +31,7 @@ KINDS_BY_PROTOCOL = {
 KINDS = tuple(sorted({kind for kinds in KINDS_BY_PROTOCOL.values() for kind in kinds}))
 FINAL = {"answered", "timeout", "failed"}
 MAX_INTERVAL_S = 86_400
+MAX_TTL_S = 86_400
 
 
 class CommandError(ValueError):
@@ -72,8 +73,9 @@ def build_payload(
                 f"got {command_word}"
             )
         payload["command_word"] = command_word
-    if ttl_s <= 0:
-        raise CommandError(f"--ttl must be positive, got {ttl_s}")
+    if not 0 < ttl_s <= MAX_TTL_S:
+        # A fuel cut-off must not wait days for a car to reconnect; NaN fails too.
+        raise CommandError(f"--ttl must be from 1 to {MAX_TTL_S} seconds, got {ttl_s}")
     payload["expires_at"] = (now + timedelta(seconds=ttl_s)).isoformat()
     return payload
 

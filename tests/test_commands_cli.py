@@ -35,3 +35,9 @@ def test_build_payload_sets_expiry_from_ttl() -> None:
     payload = build_payload("gt06", "fuel_cut", ttl_s=300, now=NOW)
 
     assert payload["expires_at"] == "2026-03-01T08:05:00+00:00"
+
+
+@pytest.mark.parametrize("ttl", [0.0, -1.0, 1e9, float("nan")])
+def test_build_payload_rejects_ttl_out_of_range(ttl: float) -> None:
+    with pytest.raises(CommandError):
+        build_payload("gt06", "fuel_cut", ttl_s=ttl, now=NOW)

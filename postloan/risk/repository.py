@@ -49,7 +49,10 @@ class MemoryRiskRepository:
         return [self._cases[key] for key in sorted(self._cases)]
 
     def add_firing(self, record: dict[str, Any]) -> None:
-        self._firings.append(record)
+        # A rerun for the same date fires the same ids; keep each once.
+        known = {firing.get("firing_id") for firing in self._firings}
+        if record.get("firing_id") not in known:
+            self._firings.append(record)
 
     def firings(self) -> list[dict[str, Any]]:
         return list(self._firings)
@@ -98,6 +101,10 @@ class JsonRiskRepository:
         return [Case.from_record(record) for record in self._read_all("cases")]
 
     def add_firing(self, record: dict[str, Any]) -> None:
+        # A rerun for the same date fires the same ids; keep each once.
+        known = {firing.get("firing_id") for firing in self.firings()}
+        if record.get("firing_id") in known:
+            return
         self.root.mkdir(parents=True, exist_ok=True)
         with (self.root / "firings.jsonl").open("a", encoding="utf-8") as output:
             output.write(json.dumps(record, ensure_ascii=False) + "\n")
