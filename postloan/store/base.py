@@ -16,10 +16,10 @@ import re
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta, tzinfo
-from typing import Any, Generic, TypeVar
+from typing import Any, ClassVar, Generic, TypeVar
 
 from shapely.geometry.base import BaseGeometry
 
@@ -372,19 +372,94 @@ class Store(ABC):
     def latest_positions(self) -> list[Fix]:
         """Return each device's fix with the latest fix time, ordered by device id."""
 
+    # Read queries in the backend's SQL dialect. The event queries contain a
+    # ``{where}`` field for the filter that `_device_window` builds.
+    _COUNT_FIXES_SQL: ClassVar[str]
+    _COUNT_DEVICE_FIXES_SQL: ClassVar[str]
+    _DEVICE_IDS_SQL: ClassVar[str]
+    _DEVICES_SQL: ClassVar[str]
+    _DEVICE_EVENTS_SQL: ClassVar[str]
+    _FENCE_EVENTS_SQL: ClassVar[str]
+    _UPSERT_VEHICLE_SQL: ClassVar[str]
+    _VEHICLES_SQL: ClassVar[str]
+    _BINDINGS_SQL: ClassVar[str]
+    _COMMANDS_SQL: ClassVar[str]
+    # Queries of `update_command`. The status query also locks the row where
+    # the database needs that. The update takes the named parameters id,
+    # status, at and response.
+    _COMMAND_STATUS_SQL: ClassVar[str]
+    _UPDATE_COMMAND_SQL: ClassVar[str]
+    # The driver's query parameter placeholder, such as ``?`` or ``%s``.
+    _PLACEHOLDER: ClassVar[str]
+    # The driver's exception for a violated unique constraint.
+    _UNIQUE_VIOLATION: ClassVar[type[Exception]]
+
     @abstractmethod
+    def _query(self, query: str, params: Sequence[Any] = ()) -> Any:
+        """Run a read query and return all rows."""
+
+    @abstractmethod
+    def _transaction(self) -> AbstractContextManager[Any]:
+        """Open a write transaction and yield its connection."""
+
+    @abstractmethod
+    def _device_window(
+        self, device_id: str | None, since: datetime | None, until: datetime | None
+    ) -> tuple[str, list[Any]]:
+        """Build the WHERE clause and parameters of an event query."""
+
+    @abstractmethod
+    def _time_to_db(self, value: datetime, name: str) -> Any:
+        """Convert an aware datetime to the stored form (ValueError if naive)."""
+
+    @abstractmethod
+    def _time_from_db(self, value: Any) -> datetime:
+        """Convert a stored time to an aware datetime in UTC."""
+
+    @abstractmethod
+    def _attributes_from_db(self, value: Any) -> Mapping[str, Any]:
+        """Convert stored event attributes to a mapping."""
+
+    @abstractmethod
+    def _binding_from_db(self, row: Sequence[Any]) -> BindingRecord:
+        """Convert a row of the bindings query to a BindingRecord."""
+
+    @abstractmethod
+    def _command_from_db(self, row: Sequence[Any]) -> CommandRecord:
+        """Convert a row of the commands query to a CommandRecord."""
+
+    def _equal_filter(self, **values: Any) -> tuple[str, list[Any]]:
+        """Build a WHERE clause matching every column whose value is not None."""
+        filters = {
+            column: value for column, value in values.items() if value is not None
+        }
+        clauses = [f"{column} = {self._PLACEHOLDER}" for column in filters]
+        where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
+        return where, list(filters.values())
+
     def count_fixes(self, device_id: str | None = None) -> int:
         """Count the stored fixes of one device, or of all devices."""
+        if device_id is None:
+            rows = self._query(self._COUNT_FIXES_SQL)
+        else:
+            rows = self._query(self._COUNT_DEVICE_FIXES_SQL, (device_id,))
+        return int(rows[0][0])
 
-    @abstractmethod
     def device_ids(self) -> list[str]:
         """Return the sorted ids of devices with a fix or a `touch_device` record."""
+        rows = self._query(self._DEVICE_IDS_SQL)
+        return [device_id for (device_id,) in rows]
 
-    @abstractmethod
     def devices(self) -> list[DeviceRecord]:
         """Return the devices recorded by `touch_device`, ordered by device id."""
+        rows = self._query(self._DEVICES_SQL)
+        return [
+            DeviceRecord(
+                device_id, protocol, self._time_from_db(first), self._time_from_db(last)
+            )
+            for device_id, protocol, first, last in rows
+        ]
 
-    @abstractmethod
     def device_events(
         self,
         device_id: str | None = None,
@@ -392,8 +467,18 @@ class Store(ABC):
         until: datetime | None = None,
     ) -> list[DeviceEvent]:
         """Return device events ordered by time, `since` <= time < `until`."""
+        where, params = self._device_window(device_id, since, until)
+        rows = self._query(self._DEVICE_EVENTS_SQL.format(where=where), params)
+        return [
+            DeviceEvent(
+                device_id,
+                self._time_from_db(time),
+                kind,
+                self._attributes_from_db(attributes),
+            )
+            for device_id, time, kind, attributes in rows
+        ]
 
-    @abstractmethod
     def fence_events(
         self,
         device_id: str | None = None,
@@ -401,8 +486,13 @@ class Store(ABC):
         until: datetime | None = None,
     ) -> list[FenceEvent]:
         """Return fence events ordered by time, `since` <= time < `until`."""
+        where, params = self._device_window(device_id, since, until)
+        rows = self._query(self._FENCE_EVENTS_SQL.format(where=where), params)
+        return [
+            FenceEvent(device_id, fence_id, event, self._time_from_db(time), lat, lon)
+            for device_id, fence_id, event, time, lat, lon in rows
+        ]
 
-    @abstractmethod
     def upsert_vehicle(
         self, vehicle_id: str, *, vin: str | None = None, plate: str | None = None
     ) -> None:
@@ -411,12 +501,20 @@ class Store(ABC):
         Raises ValueError for a VIN that is not 17 characters of ISO 3779
         (digits and capital letters other than I, O and Q).
         """
+        check_vin(vin)
+        try:
+            with self._transaction() as conn:
+                conn.execute(self._UPSERT_VEHICLE_SQL, (vehicle_id, vin, plate))
+        except self._UNIQUE_VIOLATION as exc:
+            raise ValueError(
+                f"VIN {vin!r} already belongs to another vehicle than {vehicle_id!r}"
+            ) from exc
 
-    @abstractmethod
     def vehicles(self) -> list[VehicleRecord]:
         """Return every vehicle, ordered by vehicle id."""
+        rows = self._query(self._VEHICLES_SQL)
+        return [VehicleRecord(*row) for row in rows]
 
-    @abstractmethod
     def bind_device(
         self,
         device_id: str,
@@ -433,6 +531,21 @@ class Store(ABC):
         instant of [valid_from, valid_to). A vehicle may carry any number of
         devices at once.
         """
+        new = BindingRecord(
+            device_id,
+            vehicle_id,
+            to_utc(valid_from, "valid_from"),
+            None if valid_to is None else to_utc(valid_to, "valid_to"),
+            role,
+        )
+        self._insert_binding(new)
+
+    @abstractmethod
+    def _insert_binding(self, new: BindingRecord) -> None:
+        """Store `new` after `check_binding` accepts it, in one transaction.
+
+        Raises VehicleNotFoundError when the vehicle is unknown.
+        """
 
     @abstractmethod
     def unbind_device(self, device_id: str, *, at: datetime) -> None:
@@ -442,11 +555,13 @@ class Store(ABC):
         ValueError when `at` is not after the binding's start.
         """
 
-    @abstractmethod
     def bindings(
         self, device_id: str | None = None, vehicle_id: str | None = None
     ) -> list[BindingRecord]:
         """Return bindings ordered by device id and start, optionally filtered."""
+        where, params = self._equal_filter(device_id=device_id, vehicle_id=vehicle_id)
+        rows = self._query(self._BINDINGS_SQL.format(where=where), params)
+        return [self._binding_from_db(row) for row in rows]
 
     def vehicle_at(self, device_id: str, at: datetime) -> str | None:
         """Return the vehicle the device was fitted to at `at`, if any."""
@@ -477,7 +592,6 @@ class Store(ABC):
     ) -> int:
         """Queue a downlink command and return its id; its status is ``queued``."""
 
-    @abstractmethod
     def update_command(
         self,
         command_id: int,
@@ -492,12 +606,27 @@ class Store(ABC):
         status and CommandTransitionError for a move that COMMAND_TRANSITIONS
         does not allow. A `response` of None keeps the stored one.
         """
+        check_command_status(status)
+        params = {
+            "id": command_id,
+            "status": status,
+            "at": self._time_to_db(at, "at"),
+            "response": dump_json(response),
+        }
+        with self._transaction() as conn:
+            row = conn.execute(self._COMMAND_STATUS_SQL, (command_id,)).fetchone()
+            if row is None:
+                raise CommandNotFoundError(command_id)
+            check_command_move(command_id, row[0], status)
+            conn.execute(self._UPDATE_COMMAND_SQL, params)
 
-    @abstractmethod
     def commands(
         self, device_id: str | None = None, status: str | None = None
     ) -> list[CommandRecord]:
         """Return commands ordered by id, optionally of one device or status."""
+        where, params = self._equal_filter(device_id=device_id, status=status)
+        rows = self._query(self._COMMANDS_SQL.format(where=where), params)
+        return [self._command_from_db(row) for row in rows]
 
     @abstractmethod
     def close(self) -> None:

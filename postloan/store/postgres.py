@@ -38,20 +38,14 @@ from postloan.model import EMPTY, DeviceEvent, FenceEvent, Fix
 from postloan.store.base import (
     BindingNotFoundError,
     BindingRecord,
-    CommandNotFoundError,
     CommandRecord,
     ConnectionPool,
-    DeviceRecord,
     JsonAttributes,
     MaintenanceReport,
     Store,
     VehicleNotFoundError,
-    VehicleRecord,
     as_attributes,
     check_binding,
-    check_command_move,
-    check_command_status,
-    check_vin,
     dump_json,
     to_utc,
 )
@@ -183,6 +177,41 @@ class PostgresStore(Store):
     the writer connection breaks (a server restart, say), the write that hit
     the failure raises and the next write opens a new connection.
     """
+
+    # SQL of the queries that the `Store` base class runs on this backend.
+    _COUNT_FIXES_SQL = "SELECT count(*) FROM positions"
+    _COUNT_DEVICE_FIXES_SQL = "SELECT count(*) FROM positions WHERE device_id = %s"
+    _DEVICE_IDS_SQL = (
+        "SELECT device_id FROM track_heads UNION SELECT device_id FROM devices "
+        "ORDER BY 1"
+    )
+    _DEVICES_SQL = (
+        "SELECT device_id, protocol, first_seen, last_seen FROM devices "
+        "ORDER BY device_id"
+    )
+    _DEVICE_EVENTS_SQL = (
+        "SELECT device_id, time, kind, attributes FROM device_events"
+        "{where} ORDER BY time, device_id, kind"
+    )
+    _FENCE_EVENTS_SQL = (
+        "SELECT device_id, fence_id, event, time, latitude, longitude "
+        "FROM fence_events{where} ORDER BY time, device_id, fence_id, event"
+    )
+    _UPSERT_VEHICLE_SQL = (
+        "INSERT INTO vehicles (vehicle_id, vin, plate) VALUES (%s, %s, %s) "
+        "ON CONFLICT (vehicle_id) DO UPDATE "
+        "SET vin = excluded.vin, plate = excluded.plate"
+    )
+    _VEHICLES_SQL = "SELECT vehicle_id, vin, plate FROM vehicles ORDER BY vehicle_id"
+    _BINDINGS_SQL = (
+        f"SELECT {_BINDING_COLUMNS} FROM device_bindings{{where}} "
+        "ORDER BY device_id, valid_from"
+    )
+    _COMMANDS_SQL = f"SELECT {_COMMAND_COLUMNS} FROM commands{{where}} ORDER BY id"
+    _COMMAND_STATUS_SQL = "SELECT status FROM commands WHERE id = %s FOR UPDATE"
+    _UPDATE_COMMAND_SQL = _UPDATE_COMMAND
+    _PLACEHOLDER = "%s"
+    _UNIQUE_VIOLATION = psycopg.errors.UniqueViolation
 
     def __init__(
         self,
@@ -600,105 +629,28 @@ class PostgresStore(Store):
         )
         return [_fix_from_row(row) for row in rows]
 
-    def count_fixes(self, device_id: str | None = None) -> int:
-        if device_id is None:
-            rows = self._query("SELECT count(*) FROM positions")
-        else:
-            rows = self._query(
-                "SELECT count(*) FROM positions WHERE device_id = %s", (device_id,)
-            )
-        return int(rows[0][0])
+    def _device_window(
+        self, device_id: str | None, since: datetime | None, until: datetime | None
+    ) -> tuple[str, list[Any]]:
+        return _device_window(device_id, since, until)
 
-    def device_ids(self) -> list[str]:
-        rows = self._query(
-            "SELECT device_id FROM track_heads UNION SELECT device_id FROM devices "
-            "ORDER BY 1"
-        )
-        return [device_id for (device_id,) in rows]
+    def _time_to_db(self, value: datetime, name: str) -> Any:
+        return to_utc(value, name)
 
-    def devices(self) -> list[DeviceRecord]:
-        rows = self._query(
-            "SELECT device_id, protocol, first_seen, last_seen FROM devices "
-            "ORDER BY device_id"
-        )
-        return [
-            DeviceRecord(device_id, protocol, _utc(first), _utc(last))
-            for device_id, protocol, first, last in rows
-        ]
+    def _time_from_db(self, value: Any) -> datetime:
+        return _utc(value)
 
-    def device_events(
-        self,
-        device_id: str | None = None,
-        since: datetime | None = None,
-        until: datetime | None = None,
-    ) -> list[DeviceEvent]:
-        where, params = _device_window(device_id, since, until)
-        rows = self._query(
-            "SELECT device_id, time, kind, attributes FROM device_events"
-            f"{where} ORDER BY time, device_id, kind",
-            params,
-        )
-        return [
-            DeviceEvent(device_id, _utc(time), kind, as_attributes(attributes))
-            for device_id, time, kind, attributes in rows
-        ]
+    def _attributes_from_db(self, value: Any) -> Mapping[str, Any]:
+        return as_attributes(value)
 
-    def fence_events(
-        self,
-        device_id: str | None = None,
-        since: datetime | None = None,
-        until: datetime | None = None,
-    ) -> list[FenceEvent]:
-        where, params = _device_window(device_id, since, until)
-        rows = self._query(
-            "SELECT device_id, fence_id, event, time, latitude, longitude "
-            f"FROM fence_events{where} ORDER BY time, device_id, fence_id, event",
-            params,
-        )
-        return [
-            FenceEvent(device_id, fence_id, event, _utc(time), lat, lon)
-            for device_id, fence_id, event, time, lat, lon in rows
-        ]
+    def _binding_from_db(self, row: Sequence[Any]) -> BindingRecord:
+        return _binding_from_row(row)
 
-    def upsert_vehicle(
-        self, vehicle_id: str, *, vin: str | None = None, plate: str | None = None
-    ) -> None:
-        check_vin(vin)
-        try:
-            with self._transaction() as conn:
-                conn.execute(
-                    "INSERT INTO vehicles (vehicle_id, vin, plate) VALUES (%s, %s, %s) "
-                    "ON CONFLICT (vehicle_id) DO UPDATE "
-                    "SET vin = excluded.vin, plate = excluded.plate",
-                    (vehicle_id, vin, plate),
-                )
-        except psycopg.errors.UniqueViolation as exc:
-            raise ValueError(
-                f"VIN {vin!r} already belongs to another vehicle than {vehicle_id!r}"
-            ) from exc
+    def _command_from_db(self, row: Sequence[Any]) -> CommandRecord:
+        return _command_from_row(row)
 
-    def vehicles(self) -> list[VehicleRecord]:
-        rows = self._query(
-            "SELECT vehicle_id, vin, plate FROM vehicles ORDER BY vehicle_id"
-        )
-        return [VehicleRecord(*row) for row in rows]
-
-    def bind_device(
-        self,
-        device_id: str,
-        vehicle_id: str,
-        *,
-        valid_from: datetime,
-        valid_to: datetime | None = None,
-        role: str | None = None,
-    ) -> None:
-        new = BindingRecord(
-            device_id,
-            vehicle_id,
-            to_utc(valid_from, "valid_from"),
-            None if valid_to is None else to_utc(valid_to, "valid_to"),
-            role,
-        )
+    def _insert_binding(self, new: BindingRecord) -> None:
+        device_id, vehicle_id, role = new.device_id, new.vehicle_id, new.role
         with self._transaction() as conn:
             self._lock_device_bindings(conn, device_id)
             vehicle = conn.execute(
@@ -747,24 +699,6 @@ class PostgresStore(Store):
             (f"postloan.binding.{self.schema}.{device_id}",),
         )
 
-    def bindings(
-        self, device_id: str | None = None, vehicle_id: str | None = None
-    ) -> list[BindingRecord]:
-        clauses: list[str] = []
-        params: list[Any] = []
-        if device_id is not None:
-            clauses.append("device_id = %s")
-            params.append(device_id)
-        if vehicle_id is not None:
-            clauses.append("vehicle_id = %s")
-            params.append(vehicle_id)
-        rows = self._query(
-            f"SELECT {_BINDING_COLUMNS} FROM device_bindings{_where(clauses)} "
-            "ORDER BY device_id, valid_from",
-            params,
-        )
-        return [_binding_from_row(row) for row in rows]
-
     def add_command(
         self,
         device_id: str,
@@ -784,47 +718,6 @@ class PostgresStore(Store):
             ).fetchone()
         assert row is not None  # RETURNING yields the inserted row
         return int(row[0])
-
-    def update_command(
-        self,
-        command_id: int,
-        status: str,
-        *,
-        at: datetime,
-        response: Mapping[str, Any] | None = None,
-    ) -> None:
-        check_command_status(status)
-        params = {
-            "id": command_id,
-            "status": status,
-            "at": to_utc(at, "at"),
-            "response": dump_json(response),
-        }
-        with self._transaction() as conn:
-            row = conn.execute(
-                "SELECT status FROM commands WHERE id = %s FOR UPDATE", (command_id,)
-            ).fetchone()
-            if row is None:
-                raise CommandNotFoundError(command_id)
-            check_command_move(command_id, row[0], status)
-            conn.execute(_UPDATE_COMMAND, params)
-
-    def commands(
-        self, device_id: str | None = None, status: str | None = None
-    ) -> list[CommandRecord]:
-        clauses: list[str] = []
-        params: list[Any] = []
-        if device_id is not None:
-            clauses.append("device_id = %s")
-            params.append(device_id)
-        if status is not None:
-            clauses.append("status = %s")
-            params.append(status)
-        rows = self._query(
-            f"SELECT {_COMMAND_COLUMNS} FROM commands{_where(clauses)} ORDER BY id",
-            params,
-        )
-        return [_command_from_row(row) for row in rows]
 
     def close(self) -> None:
         with self._write_lock:

@@ -22,17 +22,11 @@ from postloan.model import DeviceEvent, FenceEvent, Fix
 from postloan.store.base import (
     BindingNotFoundError,
     BindingRecord,
-    CommandNotFoundError,
     CommandRecord,
     ConnectionPool,
-    DeviceRecord,
     Store,
     VehicleNotFoundError,
-    VehicleRecord,
     check_binding,
-    check_command_move,
-    check_command_status,
-    check_vin,
     dump_json,
     load_json,
     to_utc,
@@ -112,6 +106,41 @@ class SQLiteStore(Store):
     write. An in-memory database exists only on its one connection, so there
     reads share the write lock.
     """
+
+    # SQL of the queries that the `Store` base class runs on this backend.
+    _COUNT_FIXES_SQL = "SELECT count(*) FROM positions"
+    _COUNT_DEVICE_FIXES_SQL = "SELECT count(*) FROM positions WHERE device_id = ?"
+    _DEVICE_IDS_SQL = (
+        "SELECT device_id FROM track_heads UNION SELECT device_id FROM devices "
+        "ORDER BY 1"
+    )
+    _DEVICES_SQL = (
+        "SELECT device_id, protocol, first_seen_us, last_seen_us FROM devices "
+        "ORDER BY device_id"
+    )
+    _DEVICE_EVENTS_SQL = (
+        "SELECT device_id, time_us, kind, attributes FROM device_events"
+        "{where} ORDER BY time_us, device_id, kind"
+    )
+    _FENCE_EVENTS_SQL = (
+        "SELECT device_id, fence_id, event, time_us, latitude, longitude "
+        "FROM fence_events{where} ORDER BY time_us, device_id, fence_id, event"
+    )
+    _UPSERT_VEHICLE_SQL = (
+        "INSERT INTO vehicles (vehicle_id, vin, plate) VALUES (?, ?, ?) "
+        "ON CONFLICT (vehicle_id) DO UPDATE "
+        "SET vin = excluded.vin, plate = excluded.plate"
+    )
+    _VEHICLES_SQL = "SELECT vehicle_id, vin, plate FROM vehicles ORDER BY vehicle_id"
+    _BINDINGS_SQL = (
+        f"SELECT {_BINDING_COLUMNS} FROM device_bindings{{where}} "
+        "ORDER BY device_id, valid_from_us"
+    )
+    _COMMANDS_SQL = f"SELECT {_COMMAND_COLUMNS} FROM commands{{where}} ORDER BY id"
+    _COMMAND_STATUS_SQL = "SELECT status FROM commands WHERE id = ?"
+    _UPDATE_COMMAND_SQL = _UPDATE_COMMAND
+    _PLACEHOLDER = "?"
+    _UNIQUE_VIOLATION = sqlite3.IntegrityError
 
     def __init__(
         self,
@@ -331,105 +360,28 @@ class SQLiteStore(Store):
         )
         return [_fix_from_row(row) for row in rows]
 
-    def count_fixes(self, device_id: str | None = None) -> int:
-        if device_id is None:
-            rows = self._query("SELECT count(*) FROM positions")
-        else:
-            rows = self._query(
-                "SELECT count(*) FROM positions WHERE device_id = ?", (device_id,)
-            )
-        return int(rows[0][0])
+    def _device_window(
+        self, device_id: str | None, since: datetime | None, until: datetime | None
+    ) -> tuple[str, list[Any]]:
+        return _device_window(device_id, since, until)
 
-    def device_ids(self) -> list[str]:
-        rows = self._query(
-            "SELECT device_id FROM track_heads UNION SELECT device_id FROM devices "
-            "ORDER BY 1"
-        )
-        return [device_id for (device_id,) in rows]
+    def _time_to_db(self, value: datetime, name: str) -> Any:
+        return to_us(value, name)
 
-    def devices(self) -> list[DeviceRecord]:
-        rows = self._query(
-            "SELECT device_id, protocol, first_seen_us, last_seen_us FROM devices "
-            "ORDER BY device_id"
-        )
-        return [
-            DeviceRecord(device_id, protocol, from_us(first), from_us(last))
-            for device_id, protocol, first, last in rows
-        ]
+    def _time_from_db(self, value: Any) -> datetime:
+        return from_us(value)
 
-    def device_events(
-        self,
-        device_id: str | None = None,
-        since: datetime | None = None,
-        until: datetime | None = None,
-    ) -> list[DeviceEvent]:
-        where, params = _device_window(device_id, since, until)
-        rows = self._query(
-            "SELECT device_id, time_us, kind, attributes FROM device_events"
-            f"{where} ORDER BY time_us, device_id, kind",
-            params,
-        )
-        return [
-            DeviceEvent(device_id, from_us(time_us), kind, load_json(attributes))
-            for device_id, time_us, kind, attributes in rows
-        ]
+    def _attributes_from_db(self, value: Any) -> Mapping[str, Any]:
+        return load_json(value)
 
-    def fence_events(
-        self,
-        device_id: str | None = None,
-        since: datetime | None = None,
-        until: datetime | None = None,
-    ) -> list[FenceEvent]:
-        where, params = _device_window(device_id, since, until)
-        rows = self._query(
-            "SELECT device_id, fence_id, event, time_us, latitude, longitude "
-            f"FROM fence_events{where} ORDER BY time_us, device_id, fence_id, event",
-            params,
-        )
-        return [
-            FenceEvent(device_id, fence_id, event, from_us(time_us), lat, lon)
-            for device_id, fence_id, event, time_us, lat, lon in rows
-        ]
+    def _binding_from_db(self, row: Sequence[Any]) -> BindingRecord:
+        return _binding_from_row(row)
 
-    def upsert_vehicle(
-        self, vehicle_id: str, *, vin: str | None = None, plate: str | None = None
-    ) -> None:
-        check_vin(vin)
-        try:
-            with self._transaction() as conn:
-                conn.execute(
-                    "INSERT INTO vehicles (vehicle_id, vin, plate) VALUES (?, ?, ?) "
-                    "ON CONFLICT (vehicle_id) DO UPDATE "
-                    "SET vin = excluded.vin, plate = excluded.plate",
-                    (vehicle_id, vin, plate),
-                )
-        except sqlite3.IntegrityError as exc:
-            raise ValueError(
-                f"VIN {vin!r} already belongs to another vehicle than {vehicle_id!r}"
-            ) from exc
+    def _command_from_db(self, row: Sequence[Any]) -> CommandRecord:
+        return _command_from_row(row)
 
-    def vehicles(self) -> list[VehicleRecord]:
-        rows = self._query(
-            "SELECT vehicle_id, vin, plate FROM vehicles ORDER BY vehicle_id"
-        )
-        return [VehicleRecord(*row) for row in rows]
-
-    def bind_device(
-        self,
-        device_id: str,
-        vehicle_id: str,
-        *,
-        valid_from: datetime,
-        valid_to: datetime | None = None,
-        role: str | None = None,
-    ) -> None:
-        new = BindingRecord(
-            device_id,
-            vehicle_id,
-            to_utc(valid_from, "valid_from"),
-            None if valid_to is None else to_utc(valid_to, "valid_to"),
-            role,
-        )
+    def _insert_binding(self, new: BindingRecord) -> None:
+        device_id, vehicle_id, role = new.device_id, new.vehicle_id, new.role
         # BEGIN IMMEDIATE holds the database's write lock, so the overlap
         # check and the insert cannot interleave with another writer.
         with self._transaction() as conn:
@@ -476,24 +428,6 @@ class SQLiteStore(Store):
                 (end_us, device_id, row[0]),
             )
 
-    def bindings(
-        self, device_id: str | None = None, vehicle_id: str | None = None
-    ) -> list[BindingRecord]:
-        clauses: list[str] = []
-        params: list[Any] = []
-        if device_id is not None:
-            clauses.append("device_id = ?")
-            params.append(device_id)
-        if vehicle_id is not None:
-            clauses.append("vehicle_id = ?")
-            params.append(vehicle_id)
-        rows = self._query(
-            f"SELECT {_BINDING_COLUMNS} FROM device_bindings{_where(clauses)} "
-            "ORDER BY device_id, valid_from_us",
-            params,
-        )
-        return [_binding_from_row(row) for row in rows]
-
     def add_command(
         self,
         device_id: str,
@@ -513,47 +447,6 @@ class SQLiteStore(Store):
             )
         assert cursor.lastrowid is not None  # set by every successful INSERT
         return cursor.lastrowid
-
-    def update_command(
-        self,
-        command_id: int,
-        status: str,
-        *,
-        at: datetime,
-        response: Mapping[str, Any] | None = None,
-    ) -> None:
-        check_command_status(status)
-        params = {
-            "id": command_id,
-            "status": status,
-            "at": to_us(at, "at"),
-            "response": dump_json(response),
-        }
-        with self._transaction() as conn:
-            row = conn.execute(
-                "SELECT status FROM commands WHERE id = ?", (command_id,)
-            ).fetchone()
-            if row is None:
-                raise CommandNotFoundError(command_id)
-            check_command_move(command_id, row[0], status)
-            conn.execute(_UPDATE_COMMAND, params)
-
-    def commands(
-        self, device_id: str | None = None, status: str | None = None
-    ) -> list[CommandRecord]:
-        clauses: list[str] = []
-        params: list[Any] = []
-        if device_id is not None:
-            clauses.append("device_id = ?")
-            params.append(device_id)
-        if status is not None:
-            clauses.append("status = ?")
-            params.append(status)
-        rows = self._query(
-            f"SELECT {_COMMAND_COLUMNS} FROM commands{_where(clauses)} ORDER BY id",
-            params,
-        )
-        return [_command_from_row(row) for row in rows]
 
     def close(self) -> None:
         with self._write_lock:
