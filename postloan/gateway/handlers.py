@@ -23,7 +23,7 @@ from postloan.protocols.base import DecodeError, Message
 
 @dataclass(slots=True)
 class Outcome:
-    """What the session does with one message."""
+    """The session's response to one message: records to store, reply, answers."""
 
     fixes: list[Fix] = field(default_factory=list)
     events: list[DeviceEvent] = field(default_factory=list)
@@ -121,7 +121,7 @@ def screen_future_fixes(
 
 
 def alarm_events(message: Message, device_id: str, now: datetime) -> list[DeviceEvent]:
-    """One event per alarm name, stamped with the fix time when there is one."""
+    """Return one event per alarm name, stamped with the fix time if there is one."""
     if not message.alarms:
         return []
     when = message.locations[0].time if message.locations else now
