@@ -147,8 +147,22 @@ def add_payment(
     contract_id: ContractId, body: PaymentRequest, context: Context, user: Admin
 ) -> dict[str, Any]:
     contract, history = load_visible(context, user, contract_id)
+    today = context.clock().date()
+    if body.value_date > today:
+        # The same rule as the bank-statement import: money not yet received.
+        raise ApiError(
+            422,
+            f"value date {body.value_date} is in the future (today is {today})",
+            field="value_date",
+            value=str(body.value_date),
+        )
+    amount = _cents(body)
+    if amount <= 0:
+        raise ApiError(
+            422, "amount must be positive", field="amount", value=body.amount
+        )
     try:
-        payment = Payment(body.payment_id, contract_id, body.value_date, _cents(body))
+        payment = Payment(body.payment_id, contract_id, body.value_date, amount)
         history = history.with_payment(payment)
     except (ValueError, HistoryError) as exc:
         raise ApiError(

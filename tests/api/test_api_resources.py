@@ -154,6 +154,15 @@ def test_payment_reused_reference_is_422(client: TestClient) -> None:
     assert again.json()["value"] == "BANK-1"
 
 
+def test_payment_future_value_date_is_422(client: TestClient) -> None:
+    body = {"payment_id": "BANK-F", "value_date": "2099-03-31", "amount": "1.00"}
+
+    response = client.post("/contracts/C-1/payments", json=body, headers=auth("admin"))
+
+    assert response.status_code == 422
+    assert response.json()["field"] == "value_date"
+
+
 def test_payment_import_reports_bad_row(client: TestClient) -> None:
     text = (
         "value_date,amount,contract_id,bank_reference\n"
