@@ -200,17 +200,30 @@ async def _consume_connected(
                 fixes = await _next_batch(inbox)
                 if fixes:
                     await consumer.handle(fixes)
-            if reader.done():
-                reader.result()
             # NOTE: aiomqtt 2.5 sends PUBACK on receipt (no manual ack), so
             # a worker crash loses what it received and has not handled yet.
-            # On a clean stop that is handled first.
+            # On a clean stop or a lost connection, everything received is
+            # handled before the client goes: the reader's inbox, and what the
+            # client queued but its generator did not yield before the error.
+            _move_pending(client, inbox)
             while not inbox.empty():
                 await consumer.handle(await _next_batch(inbox))
+            if reader.done():
+                reader.result()
         finally:
             reader.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await reader
+
+
+def _move_pending(
+    client: aiomqtt.Client, inbox: asyncio.Queue[aiomqtt.Message]
+) -> None:
+    # aiomqtt keeps received messages in the private `_queue` (2.x); reading it
+    # is the only way to reach messages already acknowledged to the broker.
+    pending: asyncio.Queue[aiomqtt.Message] | None = getattr(client, "_queue", None)
+    while pending is not None and not pending.empty():
+        inbox.put_nowait(pending.get_nowait())
 
 
 async def _read(client: aiomqtt.Client, inbox: asyncio.Queue[aiomqtt.Message]) -> None:
