@@ -2,7 +2,7 @@
 
 The store's commands table is the outbox: ``command`` adds a row, and the
 running gateway sends it when the device is connected, then records the
-device's answer or a timeout on the same row. A queued command expires after
+device's response or a timeout on the same row. A queued command expires after
 its time to live, so a fuel cut-off an operator gave up on is never sent
 hours later when the car reconnects.
 """
@@ -210,7 +210,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         "--wait",
         type=_non_negative,
         default=0.0,
-        help="seconds to wait for the device's answer (0 = queue and return)",
+        help="seconds to wait for the device's response (0 = queue and return)",
     )
     parser.add_argument("--store", help="store URL (default: [store] url)")
     parser.set_defaults(handler=cmd_command)

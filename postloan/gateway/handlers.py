@@ -1,8 +1,8 @@
 """Per-connection protocol state: what a frame means for the session.
 
 A handler turns one decoded `Message` into an `Outcome`: the fixes and events
-to store, the reply to send once they are durable, and any answer to a downlink
-command. Handlers hold session state (the device id, its clock offset, the
+to store, the reply to send once they are durable, and any device response to
+a downlink command. Handlers hold session state (the device id, its clock offset, the
 platform serial) but never touch sockets or the database.
 """
 
@@ -23,7 +23,7 @@ from postloan.protocols.base import DecodeError, Message
 
 @dataclass(slots=True)
 class Outcome:
-    """The session's response to one message: records to store, reply, answers."""
+    """The records, reply and command response that one message produces."""
 
     fixes: list[Fix] = field(default_factory=list)
     events: list[DeviceEvent] = field(default_factory=list)
@@ -384,7 +384,3 @@ class NmeaHandler:
         self, command_id: int, kind: str, payload: Mapping[str, Any]
     ) -> tuple[bytes, int]:
         raise ValueError("raw NMEA devices take no commands")
-
-
-def utc_offset_of(config: Config, protocol: str, device_id: str) -> timedelta:
-    return config.devices.utc_offset(protocol, device_id)

@@ -293,7 +293,7 @@ class Gateway:
         while True:
             await asyncio.sleep(self._command_poll_interval)
             try:
-                await self._dispatch_queued()
+                await self._send_queued(None)
                 await self._expire_commands()
             except Exception as exc:  # the store is down: keep polling
                 if not failing:
@@ -337,7 +337,7 @@ class Gateway:
             self._pending[(command.protocol, command.device_id, key)] = _PendingCommand(
                 command.command_id, deadline
             )
-            # Recorded before the write, so a fast answer never races the update.
+            # Recorded before the write, so a fast response never races the update.
             await asyncio.to_thread(
                 self.store.update_command,
                 command.command_id,
@@ -368,9 +368,6 @@ class Gateway:
             },
         )
         log.warning("command %d expired before its device connected", command_id)
-
-    async def _dispatch_queued(self) -> None:
-        await self._send_queued(None)
 
     async def _expire_commands(self) -> None:
         now = time.monotonic()
@@ -406,7 +403,7 @@ class Gateway:
             ),
             f"gateway[{device_id}].command_answer",
         )
-        log.info("command %d answered by device %s", pending.command_id, device_id)
+        log.info("device %s responded to command %d", device_id, pending.command_id)
         for observe in self.answer_observers:
             observe(device_id, pending.command_id, response)
 

@@ -40,6 +40,7 @@ class DeviceSession(asyncio.Protocol):
         self._waiting = False
         self._paused = False
         self._warned_future = False
+        self._max_future = timedelta(seconds=gateway.config.devices.max_future_s)
         self._warned_decode = False
         self._drain_waiters: list[asyncio.Future[None]] = []
         self.closed = False
@@ -96,8 +97,7 @@ class DeviceSession(asyncio.Protocol):
         self.consecutive_errors = 0
         now = datetime.now(UTC)
         outcome = self.handler.handle(message, now)
-        max_future = timedelta(seconds=self.gateway.config.devices.max_future_s)
-        rejected = screen_future_fixes(outcome, now, max_future)
+        rejected = screen_future_fixes(outcome, now, self._max_future)
         if rejected and not self._warned_future:
             self._warned_future = True
             log.warning(
@@ -107,7 +107,7 @@ class DeviceSession(asyncio.Protocol):
                 self.protocol,
                 self.handler.device_id,
                 rejected[0].time.isoformat(),
-                max_future.total_seconds(),
+                self._max_future.total_seconds(),
             )
         self.gateway.message_handled(self, message, outcome)
         self._act(outcome)

@@ -1,8 +1,8 @@
 """The message center: SMS and outbound-call tasks, templates, quiet hours,
 rate limits, de-duplication, retries and provider adapters.
 
-It decides when and whether to send, never whom to contact: the risk engine
-asks with a `MessageRequest`.
+It decides when and whether to send, never whom to contact. The risk engine
+makes that choice and sends a `MessageRequest`.
 """
 
 from postloan.notify.center import MessageCenter, NotifySettings

@@ -1,4 +1,4 @@
-"""Where message tasks and opt-outs are kept: in memory or a JSON directory.
+"""Storage of message tasks and opt-outs, in memory or in a JSON directory.
 
 NOTE: the PostgreSQL store does not hold message tasks yet; a class with the
 `TaskRepository` methods over its tables is where that will plug in.

@@ -90,7 +90,7 @@ class QuietHours:
 
 @dataclass(frozen=True, slots=True)
 class MessageRequest:
-    """What the risk engine asks to send; the center decides when and whether."""
+    """A message the risk engine requests; the center decides when and whether."""
 
     borrower_id: str
     phone: str

@@ -1,4 +1,4 @@
-"""Where cases, rule firings, work orders and immobilize requests are kept.
+"""Storage of cases, rule firings, work orders and immobilize requests.
 
 NOTE: cases are not in PostgreSQL yet; a `RiskRepository` over store tables
 will plug in here, beside the in-memory and JSON-directory versions.

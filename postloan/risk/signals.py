@@ -39,13 +39,13 @@ TAMPER_ALARMS = frozenset(
 LOW_BATTERY_ALARMS = frozenset(
     {"alarm:low_battery", "alarm:low_internal_battery", "alarm:low_battery_shutdown"}
 )
-# Records that say nothing about the device being alive and well.
+# Records that do not show the device is alive and well.
 NOT_REPORTS = frozenset({"fix_rejected"})
 
 
 @dataclass(frozen=True, slots=True)
 class FenceInfo:
-    """What the risk engine needs of a fence: its role and `properties.kind`."""
+    """The fence facts the risk engine uses: its role and `properties.kind`."""
 
     role: str  # permitted, risk, home or work
     kind: str | None = None  # e.g. pawnshop, second_hand_market, dismantling, port
@@ -510,7 +510,7 @@ SIGNALS: Mapping[str, SignalFunction] = MappingProxyType(
 def compute_signals(
     view: Observations, now: datetime, settings: SignalSettings = SignalSettings()
 ) -> list[Signal]:
-    """Return every signal that holds at `now`, ordered by the time it became true."""
+    """Return every signal true at `now`, ordered by the time it became true."""
     current = view.until(now)
     found = [
         signal

@@ -216,7 +216,7 @@ def test_ack_waits_until_fix_is_stored(store: Store) -> None:
     asyncio.run(main())
 
 
-def test_future_dated_fix_is_kept_as_event_not_position(store: Store) -> None:
+def test_future_fix_stored_as_event(store: Store) -> None:
     from datetime import UTC, datetime
 
     from postloan.protocols import gt06
