@@ -13,7 +13,7 @@ from datetime import datetime
 
 import psycopg
 
-from postloan import __version__
+from postloan import __version__, times
 from postloan.config import Config, ConfigError, load_config
 
 log = logging.getLogger("postloan")
@@ -22,18 +22,14 @@ Handler = Callable[[argparse.Namespace], int]
 
 
 def parse_time(text: str) -> datetime:
-    """Parse an ISO-8601 time; a time without a zone is taken as UTC."""
-    from datetime import UTC
+    """Parse an ISO 8601 time option with `postloan.times.parse_time`.
 
+    A time without a zone is rejected, as the HTTP API rejects it.
+    """
     try:
-        value = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(
-            f"invalid time {text!r}: expected ISO-8601, e.g. 2026-01-31T08:00:00Z"
-        ) from exc
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=UTC)
-    return value.astimezone(UTC)
+        return times.parse_time(text)
+    except times.TimeValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _config(args: argparse.Namespace) -> Config:

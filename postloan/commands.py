@@ -13,10 +13,12 @@ import argparse
 import json
 import sys
 import time
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from postloan.config import load_config
+from postloan.times import format_time, parse_time
 
 KINDS_BY_PROTOCOL = {
     "gt06": ("fuel_cut", "fuel_restore", "report_interval", "text"),
@@ -76,7 +78,7 @@ def build_payload(
     if not 0 < ttl_s <= MAX_TTL_S:
         # A fuel cut-off must not wait days for a car to reconnect; NaN fails too.
         raise CommandError(f"--ttl must be from 1 to {MAX_TTL_S} seconds, got {ttl_s}")
-    payload["expires_at"] = (now + timedelta(seconds=ttl_s)).isoformat()
+    payload["expires_at"] = format_time(now + timedelta(seconds=ttl_s))
     return payload
 
 
@@ -219,3 +221,17 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     cancel.add_argument("command_id", type=int)
     cancel.add_argument("--store", help="store URL (default: [store] url)")
     cancel.set_defaults(handler=cmd_cancel)
+
+
+def command_expired(payload: Mapping[str, Any], now: datetime) -> bool:
+    """Return True if the payload's ``expires_at`` (the command's TTL) has passed.
+
+    A payload without a readable ``expires_at`` does not expire by it.
+    """
+    expires_at = payload.get("expires_at")
+    if not isinstance(expires_at, str):
+        return False
+    try:
+        return parse_time(expires_at, "expires_at") <= now
+    except ValueError:
+        return False

@@ -34,7 +34,7 @@ def test_build_payload_rejects_invalid_request(
 def test_build_payload_sets_expiry_from_ttl() -> None:
     payload = build_payload("gt06", "fuel_cut", ttl_s=300, now=NOW)
 
-    assert payload["expires_at"] == "2026-03-01T08:05:00+00:00"
+    assert payload["expires_at"] == "2026-03-01T08:05:00Z"
 
 
 @pytest.mark.parametrize("ttl", [0.0, -1.0, 1e9, float("nan")])

@@ -7,19 +7,21 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
+from postloan.times import format_time, parse_time, require_utc
 
-def require_aware(at: datetime) -> None:
-    if at.tzinfo is None:
-        raise ValueError(f"time {at.isoformat()} has no time zone; pass aware UTC")
+
+def require_aware(at: datetime, field: str = "time") -> datetime:
+    """Return `at` in UTC; a naive time raises TimeValueError naming `field`."""
+    return require_utc(at, field)
 
 
 def record_of(value: Any) -> dict[str, Any]:
-    """Return a slotted dataclass as a dict: times ISO 8601, enums by value."""
+    """Return a slotted dataclass as a dict: times ISO 8601 UTC, enums by value."""
     record: dict[str, Any] = {}
     for name in value.__slots__:
         item = getattr(value, name)
         if isinstance(item, datetime):
-            item = item.isoformat()
+            item = format_time(item)
         elif isinstance(item, StrEnum):
             item = item.value
         record[name] = item
@@ -30,5 +32,5 @@ def parse_times(record: Mapping[str, Any], names: tuple[str, ...]) -> dict[str, 
     values = dict(record)
     for name in names:
         if values.get(name) is not None:
-            values[name] = datetime.fromisoformat(values[name])
+            values[name] = parse_time(values[name], name)
     return values

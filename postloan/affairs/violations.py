@@ -15,6 +15,7 @@ from typing import Any
 
 from postloan.loans.money import parse_amount
 from postloan.loans.rows import FieldReader, RowIssue, read_csv
+from postloan.times import format_time, parse_time
 
 VIOLATION_COLUMNS = ("violation_id", "plate", "occurred_at", "code", "fine")
 VIOLATION_ALIASES = {
@@ -48,7 +49,7 @@ class TrafficViolation:
             "plate": self.plate,
             "vehicle_id": self.vehicle_id,
             "contract_id": self.contract_id,
-            "occurred_at": self.occurred_at.isoformat(),
+            "occurred_at": format_time(self.occurred_at),
             "code": self.code,
             "fine": str(self.fine),
             "points": self.points,
@@ -58,7 +59,7 @@ class TrafficViolation:
     @classmethod
     def from_record(cls, record: Mapping[str, Any]) -> TrafficViolation:
         values = dict(record)
-        values["occurred_at"] = datetime.fromisoformat(values["occurred_at"])
+        values["occurred_at"] = parse_time(values["occurred_at"], "occurred_at")
         values["fine"] = Decimal(values["fine"])
         return cls(**values)
 
@@ -70,11 +71,8 @@ class ViolationImport:
     issues: tuple[RowIssue, ...]
 
 
-def _aware_time(text: str) -> datetime:
-    value = datetime.fromisoformat(text)
-    if value.tzinfo is None:
-        raise ValueError(f"time {text!r} has no UTC offset; add Z or +08:00")
-    return value
+def _occurred_at(text: str) -> datetime:
+    return parse_time(text, "occurred_at")
 
 
 def _points(text: str) -> int:
@@ -126,7 +124,7 @@ def _read_row(
 ) -> TrafficViolation | None:
     violation_id = fields.required("violation_id", str)
     plate = fields.required("plate", str)
-    occurred_at = fields.required("occurred_at", _aware_time)
+    occurred_at = fields.required("occurred_at", _occurred_at)
     code = fields.required("code", str)
     fine = fields.required("fine", parse_amount)
     points = fields.optional("points", _points) or 0

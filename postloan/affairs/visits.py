@@ -47,7 +47,7 @@ class ReturnVisit:
 
 def complete_visit(visit: ReturnVisit, *, at: datetime, outcome: str) -> ReturnVisit:
     """Mark a scheduled visit done with what was found; the note is required."""
-    require_aware(at)
+    at = require_aware(at, "done_at")
     if visit.status is not VisitStatus.SCHEDULED:
         raise AffairError(
             f"visit {visit.visit_id} is {visit.status.value}, not scheduled"

@@ -81,7 +81,7 @@ def complete_work_order(
     elsewhere, an unknown vehicle) leaves the order open. Raises AffairError
     for an order that is not open; store errors propagate unchanged.
     """
-    require_aware(at)
+    at = require_aware(at, "done_at")
     if order.status is not OrderStatus.OPEN:
         raise AffairError(f"work order {order.order_id} is {order.status.value}")
     if order.kind is OrderKind.INSTALL:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Path, Query
@@ -29,7 +29,7 @@ from postloan.api.context import (
     ApiError,
     Context,
     Reader,
-    aware,
+    UtcTime,
     not_found,
 )
 from postloan.api.loans import MAX_IMPORT_CHARS
@@ -41,7 +41,7 @@ from postloan.store import (
     BindingNotFoundError,
     VehicleNotFoundError,
 )
-from postloan.store.export import format_time
+from postloan.times import format_time
 
 router = APIRouter(tags=["affairs"])
 
@@ -62,7 +62,7 @@ class VisitRequest(BaseModel):
     visit_id: str = Field(pattern=ID_PATTERN)
     contract_id: str = Field(pattern=ID_PATTERN)
     vehicle_id: str | None = Field(default=None, pattern=ID_PATTERN)
-    scheduled_for: datetime
+    scheduled_for: UtcTime
     visitor: str = Field(min_length=1, max_length=100)
 
 
@@ -89,7 +89,6 @@ def schedule_visit(
         raise ApiError(403, "role analyst may not schedule visits")
     if not _can_see_contract(context, user, body.contract_id):
         raise not_found("contract", "contract_id", body.contract_id)
-    aware("scheduled_for", body.scheduled_for)
     if any(v.visit_id == body.visit_id for v in context.affairs.visits()):
         raise ApiError(
             409, "visit id already used", field="visit_id", value=body.visit_id

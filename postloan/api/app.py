@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -15,6 +15,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from postloan.api import affairs, loans, risk, tracking
 from postloan.api.context import Admin, ApiContext, ApiError, Context
+from postloan.times import TimeValueError
 
 log = logging.getLogger(__name__)
 
@@ -86,15 +87,17 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
     errors = [
         {
-            "field": ".".join(str(part) for part in error.get("loc", ())),
+            "field": _field(error.get("loc", ())),
             "value": _printable(error.get("input")),
-            "message": error.get("msg", ""),
+            "message": _message(error),
         }
         for error in exc.errors()
     ]
     first = errors[0] if errors else {"field": None, "value": None, "message": ""}
+    shown = first["value"]
+    named = f" {shown!r}" if isinstance(shown, str | int | float) else ""
     body = {
-        "error": f"invalid {first['field']}: {first['message']}",
+        "error": f"invalid {first['field']}{named}: {first['message']}",
         "field": first["field"],
         "value": first["value"],
         "errors": errors,
@@ -107,6 +110,23 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse(
         {"error": exc.detail}, status_code=exc.status_code, headers=exc.headers
     )
+
+
+def _field(location: Sequence[Any]) -> str:
+    """Name a field as the client wrote it: ``since``, not ``query.since``."""
+    parts = [str(part) for part in location]
+    if len(parts) > 1 and parts[0] in {"query", "path", "body", "header"}:
+        parts = parts[1:]
+    return ".".join(parts)
+
+
+def _message(error: Mapping[str, Any]) -> str:
+    """Return what is wrong with the value, without pydantic's prefix."""
+    cause = (error.get("ctx") or {}).get("error")
+    if isinstance(cause, TimeValueError):
+        return cause.problem
+    message = str(error.get("msg", ""))
+    return message.removeprefix("Value error, ")
 
 
 def _printable(value: Any) -> Any:

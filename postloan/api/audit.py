@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from postloan.model import EMPTY
+from postloan.times import format_time, parse_time
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,7 +27,7 @@ class AuditEntry:
 
     def to_record(self) -> dict[str, Any]:
         return {
-            "at": self.at.isoformat(),
+            "at": format_time(self.at),
             "user": self.user,
             "role": self.role,
             "action": self.action,
@@ -37,7 +38,7 @@ class AuditEntry:
     @classmethod
     def from_record(cls, record: Mapping[str, Any]) -> AuditEntry:
         return cls(
-            datetime.fromisoformat(record["at"]),
+            parse_time(record["at"], "at"),
             record["user"],
             record["role"],
             record["action"],

@@ -10,6 +10,7 @@ from typing import Annotated, Any
 from fastapi import Depends, HTTPException, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import CollectorRegistry
+from pydantic import BeforeValidator, ValidationInfo
 
 from postloan.affairs import AffairsRepository, MemoryAffairsRepository
 from postloan.api.audit import AuditEntry, AuditLog, MemoryAuditLog
@@ -18,6 +19,7 @@ from postloan.loans.jsonledger import JsonLedger
 from postloan.notify.repository import MemoryTaskRepository, TaskRepository
 from postloan.risk.repository import MemoryRiskRepository, RiskRepository
 from postloan.store import Store
+from postloan.times import parse_time, require_utc
 
 # Ids in paths also name JSON files of the repositories, so they are limited to
 # characters that cannot leave a folder (no "/", no leading ".").
@@ -81,16 +83,22 @@ def not_found(kind: str, field: str, value: str) -> ApiError:
     return ApiError(404, f"{kind} {value!r} not found", field=field, value=value)
 
 
-def aware(field: str, value: datetime | None) -> datetime | None:
-    """Reject a time without a UTC offset, which the store would have to guess."""
-    if value is not None and value.tzinfo is None:
-        raise ApiError(
-            422,
-            f"{field} {value.isoformat()} has no UTC offset; add Z or +HH:MM",
-            field=field,
-            value=value.isoformat(),
-        )
-    return value
+def _utc_time(value: Any, info: ValidationInfo) -> Any:
+    """Parse a request's time text by the CLI's rule (`postloan.times`).
+
+    Text without a zone is rejected, and so is a number, which pydantic would
+    otherwise read as Unix seconds.
+    """
+    field = info.field_name or "time"
+    if isinstance(value, str):
+        return parse_time(value, field)
+    if isinstance(value, datetime):
+        return require_utc(value, field)
+    raise ValueError(f"invalid {field} {value!r}: expected ISO 8601 text")
+
+
+#: A time in a query or body: ISO 8601 with Z or an offset, converted to UTC.
+UtcTime = Annotated[datetime, BeforeValidator(_utc_time)]
 
 
 def get_context(request: Request) -> ApiContext:

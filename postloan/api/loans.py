@@ -208,8 +208,9 @@ def import_contracts(
             )
         except ImportFileError as exc:
             raise ApiError(422, str(exc), field="format", value=file_format) from exc
-    for contract in result.contracts:
-        ledger.save(contract, LoanHistory())
+    # The ledger checks ids and VINs again under its lock, because another
+    # import may have stored a contract since `existing` was read.
+    result = result.rejecting(ledger.insert(result.contracts))
     added = [c.contract_id for c in result.contracts]
     context.record(user, "contracts.import", ",".join(added) or "-", added=added)
     return {

@@ -28,6 +28,7 @@ from postloan.risk import (
     apply_case_event,
     approve,
 )
+from postloan.times import require_utc
 
 router = APIRouter(tags=["risk"])
 
@@ -167,8 +168,9 @@ def request_immobilize(
     if device is None:
         raise not_found("device", "device_id", body.device_id)
     now = context.clock()
+    utc = require_utc(now, "clock")
     request = ImmobilizeRequest(
-        request_id=f"{body.contract_id}@{now.strftime('%Y%m%dT%H%M%S.%fZ')}",
+        request_id=f"{body.contract_id}@{utc.strftime('%Y%m%dT%H%M%S.%fZ')}",
         contract_id=body.contract_id,
         device_id=body.device_id,
         protocol=device.protocol,

@@ -8,7 +8,6 @@ import queue
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict
-from datetime import datetime
 from enum import StrEnum
 from itertools import islice
 from typing import Annotated, Any, TextIO
@@ -23,26 +22,25 @@ from postloan.api.context import (
     ApiError,
     Context,
     Reader,
-    aware,
+    UtcTime,
     not_found,
 )
 from postloan.commands import KINDS, CommandError, build_payload
 from postloan.model import DeviceEvent, FenceEvent, Fix
 from postloan.store import CommandRecord
-from postloan.store.export import (
-    format_time,
-    to_geojson,
-    write_csv,
-    write_geojson,
-    write_gpx,
-)
+from postloan.store.export import to_geojson, write_csv, write_geojson, write_gpx
+from postloan.times import format_optional, format_time
 
 log = logging.getLogger(__name__)
 router = APIRouter(tags=["tracking"])
 
 DeviceId = Annotated[str, Path(pattern=ID_PATTERN, max_length=100)]
-Since = Annotated[datetime | None, Query(description="first fix time, inclusive")]
-Until = Annotated[datetime | None, Query(description="last fix time, exclusive")]
+Since = Annotated[
+    UtcTime | None, Query(description="first fix time, inclusive; ISO 8601 with Z")
+]
+Until = Annotated[
+    UtcTime | None, Query(description="last fix time, exclusive; ISO 8601 with Z")
+]
 
 # Largest page of fixes a JSON request returns; exports stream without limit.
 MAX_PAGE = 10_000
@@ -87,8 +85,7 @@ def _event_record(event: DeviceEvent | FenceEvent) -> dict[str, Any]:
 def command_record(command: CommandRecord) -> dict[str, Any]:
     record = asdict(command)
     for name in ("created_at", "updated_at", "sent_at"):
-        value = record[name]
-        record[name] = None if value is None else format_time(value)
+        record[name] = format_optional(record[name])
     record["payload"] = dict(command.payload)
     record["response"] = None if command.response is None else dict(command.response)
     return record
@@ -143,7 +140,6 @@ def track_page(
     ``next_since`` is the time of the first fix after the page, to pass as
     ``since`` for the next page, or null after the last page.
     """
-    since, until = aware("since", since), aware("until", until)
     fixes = list(islice(context.store.iter_track(device_id, since, until), limit + 1))
     page = fixes[:limit]
     document = to_geojson(page, as_points=True)
@@ -162,7 +158,6 @@ def export_track(
     until: Until = None,
 ) -> StreamingResponse:
     """Stream a whole track window as GeoJSON, GPX 1.1 or CSV."""
-    since, until = aware("since", since), aware("until", until)
     writer, media_type = _EXPORTS[export]
     fixes = context.store.iter_track(device_id, since, until)
     filename = f"{device_id}.{export.value}"
@@ -249,7 +244,6 @@ def device_events(
     until: Until = None,
 ) -> list[dict[str, Any]]:
     """Device events (login, heartbeat, alarms, status changes) in time order."""
-    since, until = aware("since", since), aware("until", until)
     events = context.store.device_events(device_id, since, until)
     return [_event_record(e) for e in events]
 
@@ -263,7 +257,6 @@ def fence_events(
     until: Until = None,
 ) -> list[dict[str, Any]]:
     """Fence enter, exit and dwell events in time order."""
-    since, until = aware("since", since), aware("until", until)
     events = context.store.fence_events(device_id, since, until)
     return [_event_record(e) for e in events]
 

@@ -19,6 +19,7 @@ from postloan.config import Config
 from postloan.model import DeviceEvent, Fix
 from postloan.protocols import gt06, jt808, nmea
 from postloan.protocols.base import DecodeError, Message
+from postloan.times import format_time
 
 
 @dataclass(slots=True)
@@ -110,7 +111,7 @@ def screen_future_fixes(
                 kind="fix_rejected",
                 attributes={
                     "reason": "time_in_future",
-                    "fix_time": fix.time.isoformat(),
+                    "fix_time": format_time(fix.time),
                     "latitude": fix.latitude,
                     "longitude": fix.longitude,
                     "valid": fix.valid,

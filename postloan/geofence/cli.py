@@ -17,7 +17,7 @@ import json
 import math
 import sys
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -30,6 +30,7 @@ from postloan.geofence.engine import (
 from postloan.geofence.fences import FenceError, load_fences
 from postloan.geofence.index import FenceIndex
 from postloan.model import FenceEvent, Fix
+from postloan.times import TimeValueError, format_time, parse_time
 
 REQUIRED_COLUMNS = ("device_id", "time", "latitude", "longitude")
 _BOOLEANS = {
@@ -195,9 +196,9 @@ def _fix_from_row(path: Path, line: int, row: dict[str, str]) -> Fix:
     if not device_id:
         raise fail("device_id", "missing device id")
     try:
-        time = _parse_time(row["time"] or "", "time")
-    except TrackError as error:
-        raise fail("time", str(error)) from None
+        time = parse_time(row["time"] or "", "time")
+    except TimeValueError as error:
+        raise fail("time", error.problem) from None
     latitude = _number(row, "latitude", -90.0, 90.0, fail)
     longitude = _number(row, "longitude", -180.0, 180.0, fail)
     speed = (
@@ -230,25 +231,17 @@ def _number(
 
 def _parse_time(text: str, name: str) -> datetime:
     try:
-        value = datetime.fromisoformat(text.strip())
-    except ValueError:
-        raise TrackError(
-            f"{name} {text!r} is not ISO-8601, e.g. 2024-05-01T08:00:00Z"
-        ) from None
-    if value.tzinfo is None:
-        raise TrackError(f"{name} {text!r} has no UTC offset; append Z or +00:00")
-    return value.astimezone(UTC)
+        return parse_time(text, name)
+    except TimeValueError as error:
+        raise TrackError(str(error)) from None
 
 
 def _record(event: FenceEvent) -> dict[str, str]:
-    stamp = event.time.astimezone(UTC).isoformat(timespec="microseconds")
-    if stamp.endswith(".000000+00:00"):
-        stamp = stamp[: -len(".000000+00:00")] + "+00:00"
     return {
         "device_id": event.device_id,
         "fence_id": event.fence_id,
         "event": event.event,
-        "time": stamp.replace("+00:00", "Z"),
+        "time": format_time(event.time),
     }
 
 

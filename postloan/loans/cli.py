@@ -33,7 +33,7 @@ from typing import Any, TextIO
 from postloan.config import load_config
 from postloan.loans.collection import merge_collection_list, read_collection_list
 from postloan.loans.dates import DayCount, parse_date
-from postloan.loans.history import HistoryError, LoanHistory
+from postloan.loans.history import HistoryError
 from postloan.loans.importing import ContractImport, parse_annual_rate, read_contracts
 from postloan.loans.jsonledger import JsonLedger, LedgerFileError
 from postloan.loans.money import parse_amount
@@ -246,8 +246,9 @@ def _import_contracts(
 ) -> ContractImport:
     existing = {cid: pair[0] for cid, pair in ledger.load_all().items()}
     result = read_contracts(path, existing=existing, actor=actor, at=at)
-    for contract in result.contracts:
-        ledger.save(contract, LoanHistory())
+    # The ledger checks ids and VINs again under its lock, because another
+    # import may have stored a contract since `existing` was read.
+    result = result.rejecting(ledger.insert(result.contracts))
     _report_issues(path.name, result.issues, "error")
     _report_issues(path.name, result.warnings, "warning")
     return result

@@ -8,15 +8,16 @@ a new contract.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
-from datetime import UTC, date, datetime
+from datetime import date, datetime
 from enum import StrEnum
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from postloan.loans.dates import format_time, parse_time
+from postloan.loans.identity import normalize_vin
 from postloan.loans.schedule import LoanTerms, Schedule, build_schedule
+from postloan.times import format_time, parse_time, require_utc
 
 
 class ContractState(StrEnum):
@@ -205,19 +206,60 @@ class Contract:
         )
 
 
-def _require_utc(at: datetime) -> datetime:
-    if at.tzinfo is None:
-        raise ValueError(
-            f"time {at.isoformat()} has no time zone; pass an aware UTC time"
+class VinInUseError(ValueError):
+    """A contract's VIN belongs to another contract that has not ended."""
+
+    def __init__(self, contract_id: str, vin: str, other: Contract) -> None:
+        super().__init__(
+            f"VIN {vin} of contract {contract_id} already belongs to contract "
+            f"{other.contract_id}, which is {other.state.value}; one car backs "
+            f"one live contract, so settle, repurchase or write off "
+            f"{other.contract_id} first"
         )
-    return at.astimezone(UTC)
+        self.contract_id = contract_id
+        self.vin = vin
+        self.other_id = other.contract_id
+
+
+class LiveVins:
+    """The live contract of each VIN, so that no car is pledged twice.
+
+    A contract is live until it ends (settled, repurchased or written off).
+    A repossessed contract is still live, because the car may be released to
+    the borrower.
+    """
+
+    def __init__(self, contracts: Iterable[Contract] = ()) -> None:
+        self._owners: dict[str, Contract] = {}
+        for contract in contracts:
+            self.add(contract)
+
+    def owner(self, vin: str) -> Contract | None:
+        """Return the live contract of `vin`, if any."""
+        return self._owners.get(normalize_vin(vin))
+
+    def check(self, contract: Contract) -> None:
+        """Raise VinInUseError when another live contract has the same VIN."""
+        if contract.is_closed:
+            return
+        other = self.owner(contract.vehicle.vin)
+        if other is not None and other.contract_id != contract.contract_id:
+            vin = normalize_vin(contract.vehicle.vin)
+            raise VinInUseError(contract.contract_id, vin, other)
+
+    def add(self, contract: Contract) -> None:
+        """Record a live contract; the first one recorded keeps its VIN."""
+        if not contract.is_closed:
+            self._owners.setdefault(normalize_vin(contract.vehicle.vin), contract)
 
 
 def open_contract(
     contract: Contract, actor: str, at: datetime, reason: str
 ) -> Contract:
     """Return ``contract`` with the OPEN entry that starts its history."""
-    change = StateChange(_require_utc(at), actor, E.OPEN, None, contract.state, reason)
+    change = StateChange(
+        require_utc(at, "at"), actor, E.OPEN, None, contract.state, reason
+    )
     return replace(contract, history=(change,))
 
 
@@ -239,5 +281,7 @@ def apply_event(
         raise TransitionError(contract.contract_id, event, contract.state)
     if not actor.strip() or not reason.strip():
         raise ValueError(f"event {event.value!r} needs an actor and a reason")
-    change = StateChange(_require_utc(at), actor, event, contract.state, target, reason)
+    change = StateChange(
+        require_utc(at, "at"), actor, event, contract.state, target, reason
+    )
     return replace(contract, state=target, history=(*contract.history, change))

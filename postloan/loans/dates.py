@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import calendar
 from collections.abc import Callable
-from datetime import date, datetime
+from datetime import date
 from decimal import Decimal
 from enum import StrEnum
 
@@ -80,16 +80,3 @@ def parse_date(text: str) -> date:
         raise ValueError(
             f"invalid date {text!r}: expected YYYY-MM-DD, e.g. 2026-01-31"
         ) from exc
-
-
-def format_time(value: datetime) -> str:
-    """Format an aware UTC datetime as ISO-8601 with a ``Z`` suffix."""
-    return value.isoformat().replace("+00:00", "Z")
-
-
-def parse_time(text: str) -> datetime:
-    """Parse an ISO-8601 time with a zone (``Z`` or an offset); raise ValueError."""
-    value = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
-    if value.tzinfo is None:
-        raise ValueError(f"invalid time {text!r}: a time zone (Z or +hh:mm) is missing")
-    return value

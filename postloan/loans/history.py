@@ -15,11 +15,11 @@ from decimal import Decimal
 from enum import StrEnum
 from typing import Any
 
-from postloan.loans.dates import format_time, parse_time
 from postloan.loans.money import format_amount, require_decimal
 from postloan.loans.payments import Payment, Reversal
 from postloan.loans.policy import QuotePart
 from postloan.loans.reductions import Reduction
+from postloan.times import format_time, parse_time
 
 
 class HistoryError(ValueError):

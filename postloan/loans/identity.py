@@ -12,7 +12,8 @@ from dataclasses import dataclass
 
 # Check digit of 49 CFR Part 565 (North America): transliterate letters,
 # weight positions 1-17 and sum modulo 11, writing remainder 10 as "X". ISO
-# 3779 itself does not require it, so a mismatch is reported, never rejected.
+# 3779 itself does not require it. So only a VIN made in North America (first
+# character 1-5) must match, and elsewhere a mismatch is only reported.
 _VIN_VALUES = {
     **{str(digit): digit for digit in range(10)},
     **dict(zip("ABCDEFGH", range(1, 9), strict=True)),
@@ -24,6 +25,9 @@ _VIN_VALUES = {
 # ISO 3779 leaves I, O and Q out of the VIN alphabet (confusable with 1 and 0).
 _VIN_ALPHABET = frozenset(_VIN_VALUES)
 _VIN_WEIGHTS = (8, 7, 6, 5, 4, 3, 2, 10, 0, 9, 8, 7, 6, 5, 4, 3, 2)
+# ISO 3780 region codes of the first VIN character: 1, 4 and 5 are the United
+# States, 2 Canada and 3 Mexico.
+_NORTH_AMERICA = frozenset("12345")
 
 # Digits with an optional leading +. E.164 allows at most 15 digits, and 6
 # digits covers short local numbers. Spaces, dots, hyphens and parentheses
@@ -67,8 +71,12 @@ def vin_check_digit(vin: str) -> str:
 
 
 def check_vin(text: str) -> VinCheck:
-    """Validate a VIN: 17 characters of A-Z and 0-9 without I, O or Q."""
-    vin = text.strip().upper()
+    """Validate a VIN: 17 characters of A-Z and 0-9 without I, O or Q.
+
+    A VIN made in North America (first character 1-5) must also carry the
+    right check digit in position 9. Raises ValueError naming the VIN.
+    """
+    vin = normalize_vin(text)
     if len(vin) != 17:
         raise ValueError(
             f"VIN {text!r} is invalid: expected 17 characters, got {len(vin)}"
@@ -79,9 +87,21 @@ def check_vin(text: str) -> VinCheck:
             f"VIN {text!r} is invalid: {''.join(bad)!r} not allowed "
             "(only A-Z and 0-9, without I, O and Q)"
         )
+    expected = vin_check_digit(vin)
+    if vin[0] in _NORTH_AMERICA and vin[8] != expected:
+        raise ValueError(
+            f"VIN {text!r} is invalid: check digit (position 9) is {vin[8]!r}, "
+            f"expected {expected!r}; a VIN made in North America (first "
+            "character 1-5) must carry the 49 CFR Part 565 check digit"
+        )
     if vin[8] not in "0123456789X":
         return VinCheck(vin, None)
-    return VinCheck(vin, vin[8] == vin_check_digit(vin))
+    return VinCheck(vin, vin[8] == expected)
+
+
+def normalize_vin(text: str) -> str:
+    """Return a VIN as stored and compared: stripped and upper-cased."""
+    return text.strip().upper()
 
 
 def normalize_phone(text: str) -> str:

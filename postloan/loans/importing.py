@@ -11,16 +11,19 @@ JSON object):
 ``plate``, ``devices``, ``start_date``, ``day_count`` (default 30/360) and
 ``state`` (default active) may be empty. A JSON file may also contain the
 nested objects that `Contract.to_record` writes. Every bad field of every row
-is reported as a `RowIssue` and the good rows are kept. A VIN whose check
-digit does not match is accepted with a warning, because ISO 3779 does not
-require the check digit (North-American rules do).
+is reported as a `RowIssue` and the good rows are kept. A VIN made outside
+North America whose check digit does not match is accepted with a warning,
+because ISO 3779 does not require the check digit (North-American rules do,
+so there a mismatch rejects the row). A row whose VIN belongs to another live
+contract, stored or on an earlier row, is rejected: one car backs one live
+contract.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
@@ -30,7 +33,9 @@ from postloan.loans.contracts import (
     Borrower,
     Contract,
     ContractState,
+    LiveVins,
     Vehicle,
+    VinInUseError,
     open_contract,
 )
 from postloan.loans.dates import DayCount, parse_date
@@ -84,6 +89,36 @@ class ContractImport:
     duplicates: tuple[str, ...]  # ids already known with the same terms
     issues: tuple[RowIssue, ...]  # rows rejected, one entry per bad field
     warnings: tuple[RowIssue, ...]  # rows accepted with a remark
+    rows: Mapping[str, int] = field(default_factory=dict)  # contract id -> row
+
+    def rejecting(self, errors: Mapping[str, ValueError]) -> ContractImport:
+        """Return this import with the contracts in `errors` moved to issues.
+
+        `errors` maps contract ids to the reason each could not be stored, as
+        `JsonLedger.insert` returns them.
+        """
+        kept = tuple(c for c in self.contracts if c.contract_id not in errors)
+        late = tuple(
+            RowIssue(
+                self.rows[cid], _field_of(error), _value_of(error, cid), str(error)
+            )
+            for cid, error in errors.items()
+        )
+        rejected_rows = {issue.row for issue in late}
+        return replace(
+            self,
+            contracts=kept,
+            issues=tuple(sorted((*self.issues, *late), key=lambda i: i.row)),
+            warnings=tuple(w for w in self.warnings if w.row not in rejected_rows),
+        )
+
+
+def _field_of(error: ValueError) -> str:
+    return "vin" if isinstance(error, VinInUseError) else "contract_id"
+
+
+def _value_of(error: ValueError, contract_id: str) -> str:
+    return error.vin if isinstance(error, VinInUseError) else contract_id
 
 
 def _name(text: str) -> str:
@@ -273,6 +308,8 @@ def _collect(
     source: str,
 ) -> ContractImport:
     known = {key: _terms_only(value) for key, value in existing.items()}
+    live = LiveVins(existing.values())
+    rows_of: dict[str, int] = {}
     contracts: list[Contract] = []
     duplicates: list[str] = []
     issues: list[RowIssue] = []
@@ -283,7 +320,15 @@ def _collect(
         if contract is not None:
             earlier = known.get(contract.contract_id)
             if earlier is None:
+                try:
+                    live.check(contract)
+                except VinInUseError as exc:
+                    fields.fail("vin", exc.vin, str(exc))
+                    issues.extend(fields.issues)
+                    continue
+                live.add(contract)
                 known[contract.contract_id] = _terms_only(contract)
+                rows_of[contract.contract_id] = row
                 reason = f"imported from {source} row {row}"
                 contracts.append(open_contract(contract, actor, at, reason))
                 warnings.extend(remarks)
@@ -298,7 +343,7 @@ def _collect(
                 )
         issues.extend(fields.issues)
     return ContractImport(
-        tuple(contracts), tuple(duplicates), tuple(issues), tuple(warnings)
+        tuple(contracts), tuple(duplicates), tuple(issues), tuple(warnings), rows_of
     )
 
 

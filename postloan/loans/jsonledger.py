@@ -5,7 +5,11 @@ history) and its money history. Each save writes a temporary file, flushes it
 to disk and renames it over the old one, so a crash leaves either the old or
 the new file, never a torn one.
 
-NOTE: there is no locking; two processes saving the same contract at once
+`insert` adds new contracts under an exclusive lock on ``DIR/ledger.lock``
+and checks their ids and VINs against the stored contracts inside it, so two
+imports at once cannot pledge one car twice.
+
+NOTE: `save` takes no lock; two processes saving the same contract at once
 lose one of the writes. The SQL store is meant to replace this directory.
 """
 
@@ -14,11 +18,13 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from postloan.loans.contracts import Contract
+from postloan.loans.contracts import Contract, LiveVins, VinInUseError
 from postloan.loans.history import LoanHistory
+from postloan.notify.repository import locked_file
 
 FORMAT = "postloan.loans/1"
 
@@ -59,6 +65,34 @@ class JsonLedger:
     def load_all(self) -> dict[str, tuple[Contract, LoanHistory]]:
         """Return every stored contract with its history, by contract id."""
         return {cid: self.load(cid) for cid in self.contract_ids()}
+
+    def insert(self, contracts: Sequence[Contract]) -> dict[str, ValueError]:
+        """Save new contracts with empty histories; return the rejected ones' errors.
+
+        A contract is rejected, and nothing of it written, when its id is
+        already stored or its VIN belongs to another live contract
+        (`VinInUseError`). The returned dict maps contract ids to errors.
+        """
+        rejected: dict[str, ValueError] = {}
+        with locked_file(self.root / "ledger.lock"):
+            stored = {cid: pair[0] for cid, pair in self.load_all().items()}
+            live = LiveVins(stored.values())
+            for contract in contracts:
+                if contract.contract_id in stored:
+                    rejected[contract.contract_id] = ValueError(
+                        f"contract {contract.contract_id!r} is already in the "
+                        "ledger; an import never overwrites a contract"
+                    )
+                    continue
+                try:
+                    live.check(contract)
+                except VinInUseError as exc:
+                    rejected[contract.contract_id] = exc
+                    continue
+                self.save(contract, LoanHistory())
+                stored[contract.contract_id] = contract
+                live.add(contract)
+        return rejected
 
     def save(self, contract: Contract, history: LoanHistory) -> None:
         """Write one contract and its history atomically."""

@@ -14,7 +14,7 @@ from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 
-from postloan.loans.dates import format_time, parse_date, parse_time
+from postloan.loans.dates import parse_date
 from postloan.loans.money import (
     format_amount,
     parse_amount,
@@ -22,6 +22,7 @@ from postloan.loans.money import (
     round_cent,
 )
 from postloan.loans.rows import FieldReader, RowIssue, read_csv
+from postloan.times import format_time, parse_time
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,14 +11,14 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
+from datetime import datetime
 from decimal import Decimal
 from enum import StrEnum
 from typing import Any
 
-from postloan.loans.dates import format_time, parse_time
 from postloan.loans.money import format_amount, require_decimal, round_cent
 from postloan.loans.policy import LoanPolicy
+from postloan.times import format_time, parse_time, require_utc
 
 
 class ReductionError(ValueError):
@@ -162,7 +162,7 @@ def decide(
         status=target,
         decided_by=approver,
         decided_role=role,
-        decided_at=at.astimezone(UTC),
+        decided_at=require_utc(at, "decided_at"),
         decision_note=note,
     )
 

@@ -6,7 +6,7 @@ nothing when it raises, so a caller stores all of them or none.
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime
+from datetime import date, datetime
 
 from postloan.loans.contracts import (
     Contract,
@@ -21,6 +21,7 @@ from postloan.loans.payments import Payment, Reversal
 from postloan.loans.policy import DEFAULT_POLICY, LoanPolicy
 from postloan.loans.quotes import Quote, QuoteError, quote_repurchase, quote_settlement
 from postloan.loans.reductions import Decision, Reduction, decide
+from postloan.times import require_utc
 
 SYSTEM_ACTOR = "postloan"
 
@@ -168,8 +169,7 @@ def _execute(
             f"{quote.on} ({quote.total}) no longer matches the ledger "
             f"({fresh.total}); request a new quote"
         )
-    if at.tzinfo is None:
-        raise ValueError(f"time {at.isoformat()} has no time zone; pass UTC")
+    at = require_utc(at, "at")
     if quote.on > contract.borrower.local_date(at):
         raise QuoteError(f"quote date {quote.on} is in the future; execute it then")
     closed = apply_event(
@@ -191,6 +191,6 @@ def _execute(
         parts=tuple(quote.lines),
         payer=quote.payer,
         actor=actor,
-        at=at.astimezone(UTC),
+        at=at,
     )
     return closed, history.with_closure(closure)

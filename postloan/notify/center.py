@@ -59,7 +59,12 @@ class MessageCenter:
 
     def enqueue(self, request: MessageRequest, now: datetime) -> MessageTask | None:
         """Queue a task; return None when a task with its key is recent."""
-        text = render(request.template_id, request.template_text, request.variables)
+        text = render(
+            request.template_id,
+            request.template_text,
+            request.variables,
+            request.time_zone,
+        )
         key = request.dedup_key or f"{request.borrower_id}:{request.template_id}"
         window = timedelta(seconds=self.settings.dedup_window_s)
         tasks = self.repository.all()

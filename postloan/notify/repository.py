@@ -6,9 +6,12 @@ NOTE: the PostgreSQL store does not hold message tasks yet; a class with the
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -62,6 +65,23 @@ def write_json_atomic(path: Path, document: Any) -> None:
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
+
+
+@contextmanager
+def locked_file(path: Path) -> Iterator[None]:
+    """Hold an exclusive flock(2) on `path` (created if missing) for the block.
+
+    The lock serialises processes on one host that use the same lock file,
+    waiting as long as another holds it. POSIX only; on NFS it depends on
+    the server's lock support.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    descriptor = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(descriptor)  # closing the descriptor releases the lock
 
 
 class JsonTaskRepository:

@@ -12,6 +12,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from postloan.model import EMPTY
+from postloan.times import format_local, format_time, parse_time
 
 
 class TaskStatus(StrEnum):
@@ -40,12 +41,30 @@ class TemplateError(KeyError):
         return str(self.args[0])
 
 
-def render(template_id: str, text: str, variables: Mapping[str, Any]) -> str:
-    """Substitute ``$name`` and ``${name}``; a missing variable raises TemplateError."""
+def render(
+    template_id: str,
+    text: str,
+    variables: Mapping[str, Any],
+    time_zone: str | None = None,
+) -> str:
+    """Substitute ``$name`` and ``${name}``; a missing variable raises TemplateError.
+
+    A datetime variable is written as wall-clock time in `time_zone` (the
+    borrower's IANA zone), e.g. ``2026-01-31 16:00 CST``, or as UTC with
+    ``Z`` when no zone is given.
+    """
+    shown = {
+        name: _shown(value, time_zone) if isinstance(value, datetime) else value
+        for name, value in variables.items()
+    }
     try:
-        return string.Template(text).substitute(variables)
+        return string.Template(text).substitute(shown)
     except KeyError as exc:
         raise TemplateError(template_id, str(exc.args[0])) from None
+
+
+def _shown(value: datetime, time_zone: str | None) -> str:
+    return format_time(value) if time_zone is None else format_local(value, time_zone)
 
 
 _DIGITS = re.compile(r"\d")
@@ -129,7 +148,7 @@ class MessageTask:
         for name in self.__slots__:
             value = getattr(self, name)
             if isinstance(value, datetime):
-                value = value.isoformat()
+                value = format_time(value)
             elif isinstance(value, Mapping):
                 value = dict(value)
             record[name] = value
@@ -140,6 +159,6 @@ class MessageTask:
         values = dict(record)
         for name in ("created_at", "next_attempt_at", "sent_at"):
             if values.get(name) is not None:
-                values[name] = datetime.fromisoformat(values[name])
+                values[name] = parse_time(values[name], name)
         values["status"] = TaskStatus(values["status"])
         return cls(**values)

@@ -6,14 +6,16 @@ The protocol is recognised from the first bytes: ``78 78`` / ``79 79`` is GT06,
 
 from __future__ import annotations
 
+import contextlib
 import string
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from postloan.config import ConfigError, parse_utc_offset
 from postloan.protocols import gt06, jt808, nmea
 from postloan.protocols.base import DecodeError, Location, Message
+from postloan.times import TimeValueError, format_time, parse_time
 
 _HEX = set(string.hexdigits)
 
@@ -42,7 +44,7 @@ def detect_protocol(data: bytes) -> str | None:
 
 def location_record(location: Location) -> dict[str, Any]:
     record: dict[str, Any] = {
-        "time": location.time.astimezone(UTC).isoformat().replace("+00:00", "Z"),
+        "time": format_time(location.time),
         "latitude": round(location.latitude, 7),
         "longitude": round(location.longitude, 7),
         "speed_kmh": location.speed_kmh,
@@ -53,8 +55,20 @@ def location_record(location: Location) -> dict[str, Any]:
     if location.altitude_m is not None:
         record["altitude_m"] = location.altitude_m
     if location.attributes:
-        record["attributes"] = dict(location.attributes)
+        record["attributes"] = _utc_times(location.attributes)
     return record
+
+
+def _utc_times(attributes: Mapping[str, Any]) -> dict[str, Any]:
+    """Copy decoder attributes, writing device times (``time``, ``server_time``)
+    in UTC with Z like every other time postloan prints."""
+    copied = dict(attributes)
+    for name, value in attributes.items():
+        if name.endswith("time") and isinstance(value, str):
+            # Text that is no timestamp (a duration, a code) stays as decoded.
+            with contextlib.suppress(TimeValueError):
+                copied[name] = format_time(parse_time(value, name))
+    return copied
 
 
 def message_record(message: Message, reply: bytes | None) -> dict[str, Any]:
@@ -73,7 +87,7 @@ def message_record(message: Message, reply: bytes | None) -> dict[str, Any]:
     if message.alarms:
         record["alarm"] = list(message.alarms)
     if message.attributes:
-        record["attributes"] = dict(message.attributes)
+        record["attributes"] = _utc_times(message.attributes)
     if reply is not None:
         record["reply"] = reply.hex()
     return record

@@ -18,6 +18,7 @@ from typing import Any, Protocol
 
 from postloan.model import EMPTY, Fix
 from postloan.risk.evidence import stamp
+from postloan.times import parse_time
 
 COMMAND_KIND = "fuel_cut"
 
@@ -96,7 +97,7 @@ class ImmobilizeRequest:
         values = dict(record)
         for name in ("requested_at", "approved_at", "stopped_since"):
             if values.get(name) is not None:
-                values[name] = datetime.fromisoformat(values[name])
+                values[name] = parse_time(values[name], name)
         values["status"] = ImmobilizeStatus(values["status"])
         return cls(**values)
 

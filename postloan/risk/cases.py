@@ -9,16 +9,16 @@ the arrears closes an open case (`CLEAR_ARREARS`).
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
+from datetime import datetime
 from decimal import Decimal
 from enum import StrEnum
-from typing import Any
+from typing import Any, Protocol
 
 from postloan.model import EMPTY
 from postloan.risk.evidence import stamp
+from postloan.times import parse_time, require_utc
 
 
 class CaseState(StrEnum):
@@ -134,7 +134,7 @@ class CaseChange:
     @classmethod
     def from_record(cls, record: Mapping[str, Any]) -> CaseChange:
         return cls(
-            datetime.fromisoformat(record["at"]),
+            parse_time(record["at"], "at"),
             record["actor"],
             CaseEvent(record["event"]),
             CaseState(record["from"]),
@@ -216,9 +216,7 @@ def apply_case_event(
         raise CaseTransitionError(case.case_id, event, case.state)
     if not actor.strip() or not reason.strip():
         raise ValueError(f"event {event.value!r} needs an actor and a reason")
-    if at.tzinfo is None:
-        raise ValueError(f"time {at.isoformat()} has no time zone; pass aware UTC")
-    change = CaseChange(at.astimezone(UTC), actor, event, case.state, target, reason)
+    change = CaseChange(require_utc(at, "at"), actor, event, case.state, target, reason)
     return replace(case, state=target, history=(*case.history, change), **assignment)
 
 
@@ -236,25 +234,73 @@ def escalation_steps(case: Case, target: CaseState) -> list[CaseEvent]:
     ]
 
 
+def next_position(names: Sequence[str], last: Mapping[str, Any] | None) -> int:
+    """Return the index in `names` that follows the `last` assignment.
+
+    `last` is ``{"index": i, "name": n}`` as `Rotation` stores it, or None
+    before the first assignment. When the list changed since, the rotation
+    continues after `n` if it is still listed, else at the index `n` had
+    (now its successor's), so an edit of the list neither restarts the
+    rotation nor skips anyone.
+    """
+    if last is None:
+        return 0
+    index, name = last.get("index"), last.get("name")
+    if not isinstance(index, int) or index < 0:
+        return 0
+    if index < len(names) and names[index] == name:
+        return (index + 1) % len(names)
+    if isinstance(name, str) and name in names:
+        return (list(names).index(name) + 1) % len(names)
+    return index % len(names)
+
+
+class Rotation(Protocol):
+    """Round-robin positions, one per list of collectors, kept between runs."""
+
+    def advance(self, key: str, names: Sequence[str]) -> str:
+        """Return the next name of list `key` and record it as the last one."""
+        ...
+
+
+class MemoryRotation:
+    """Positions in a dict, for tests and one-shot runs."""
+
+    def __init__(self) -> None:
+        self._last: dict[str, dict[str, Any]] = {}
+
+    def advance(self, key: str, names: Sequence[str]) -> str:
+        index = next_position(names, self._last.get(key))
+        self._last[key] = {"index": index, "name": names[index]}
+        return names[index]
+
+
+# Rotation key of the general collector list. Region keys are the borrowers'
+# IANA zone names, which never contain "*".
+GENERAL = "*"
+
+
 @dataclass
 class CollectorPool:
     """Assigns collectors by the case's region, round robin within each list.
 
-    NOTE: the round-robin position lives in this object, so each run of
-    ``postloan risk evaluate`` starts again at the first collector.
+    The position of each list lives in `rotation`; `JsonRiskRepository`
+    keeps it in the state folder, so each ``postloan risk evaluate`` run
+    continues where the last one stopped.
     """
 
     collectors: Sequence[str]
     regions: Mapping[str, Sequence[str]] = field(default_factory=dict)
-    _cycles: dict[str, Any] = field(default_factory=dict, repr=False)
+    rotation: Rotation = field(default_factory=MemoryRotation)
 
     def assign(self, region: str | None) -> str:
         """Return the next collector for `region`, or of the general list."""
-        key = region if region is not None and region in self.regions else ""
-        names = self.regions[key] if key else self.collectors
+        if region is not None and region in self.regions:
+            key, names = region, self.regions[region]
+        else:
+            key, names = GENERAL, self.collectors
         if not names:
             raise ValueError(
                 f"no collector for region {region!r}; list [assignment] collectors"
             )
-        cycle = self._cycles.setdefault(key, itertools.cycle(names))
-        return str(next(cycle))
+        return str(self.rotation.advance(key, [str(name) for name in names]))

@@ -12,15 +12,16 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from postloan.model import DeviceEvent, FenceEvent, Fix
+from postloan.times import format_time
 
 
 def stamp(moment: datetime) -> str:
-    """Format an aware time as ISO-8601 UTC with a Z suffix."""
-    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
+    """Format an aware time as ISO-8601 UTC with a Z suffix (`format_time`)."""
+    return format_time(moment)
 
 
 def fix_ref(fix: Fix) -> str:

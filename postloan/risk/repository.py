@@ -7,13 +7,15 @@ will plug in here, beside the in-memory and JSON-directory versions.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol
 
-from postloan.notify.repository import write_json_atomic
+from postloan.notify.repository import locked_file, write_json_atomic
 from postloan.risk.actions import ImmobilizeRequest, WorkOrder
-from postloan.risk.cases import Case
+from postloan.risk.cases import Case, MemoryRotation, Rotation, next_position
+from postloan.times import parse_time
 
 
 class RiskRepository(Protocol):
@@ -28,6 +30,7 @@ class RiskRepository(Protocol):
     def work_orders(self) -> list[WorkOrder]: ...
     def save_immobilize(self, request: ImmobilizeRequest) -> None: ...
     def immobilize_requests(self) -> list[ImmobilizeRequest]: ...
+    def rotation(self) -> Rotation: ...
 
 
 class MemoryRiskRepository:
@@ -38,6 +41,7 @@ class MemoryRiskRepository:
         self._firings: list[dict[str, Any]] = []
         self._orders: dict[str, WorkOrder] = {}
         self._requests: dict[str, ImmobilizeRequest] = {}
+        self._rotation = MemoryRotation()
 
     def get_case(self, contract_id: str) -> Case | None:
         return self._cases.get(contract_id)
@@ -69,13 +73,51 @@ class MemoryRiskRepository:
     def immobilize_requests(self) -> list[ImmobilizeRequest]:
         return list(self._requests.values())
 
+    def rotation(self) -> Rotation:
+        """Return the collector rotation, kept as long as this repository."""
+        return self._rotation
+
+
+class JsonRotation:
+    """Collector rotation positions in ``DIR/assignment.json``.
+
+    Each `advance` reads, moves and rewrites the file under an exclusive lock
+    on ``DIR/assignment.lock``, so processes that assign at once each get the
+    next collector and none is skipped or given twice.
+    """
+
+    def __init__(self, root: Path) -> None:
+        self.path = root / "assignment.json"
+        self.lock = root / "assignment.lock"
+
+    def advance(self, key: str, names: Sequence[str]) -> str:
+        with locked_file(self.lock):
+            positions = self._read()
+            index = next_position(names, positions.get(key))
+            positions[key] = {"index": index, "name": names[index]}
+            write_json_atomic(self.path, positions)
+        return names[index]
+
+    def _read(self) -> dict[str, Any]:
+        if not self.path.exists():
+            return {}
+        document = json.loads(self.path.read_text(encoding="utf-8"))
+        if not isinstance(document, dict):
+            raise ValueError(
+                f"{self.path} is not a JSON object of rotation positions; "
+                "delete it to restart the rotation at the first collector"
+            )
+        return document
+
 
 class JsonRiskRepository:
     """Risk state under one directory.
 
     ``cases/<contract_id>.json``, ``firings.jsonl`` (appended),
-    ``work_orders/<id>.json`` and ``immobilize/<id>.json``. Each file write is
-    atomic; one process at a time may write the directory.
+    ``work_orders/<id>.json``, ``immobilize/<id>.json`` and the collector
+    rotation ``assignment.json``. Each file write is atomic. The rotation is
+    locked, so processes may assign collectors at once; other files are not,
+    so one process at a time may write those.
     """
 
     def __init__(self, root: Path) -> None:
@@ -134,6 +176,10 @@ class JsonRiskRepository:
     def immobilize_requests(self) -> list[ImmobilizeRequest]:
         return [ImmobilizeRequest.from_record(r) for r in self._read_all("immobilize")]
 
+    def rotation(self) -> Rotation:
+        """Return the collector rotation kept in this directory."""
+        return JsonRotation(self.root)
+
 
 def _parse(text: str) -> datetime:
-    return datetime.fromisoformat(text)
+    return parse_time(text, "created_at")

@@ -23,6 +23,7 @@ import psycopg
 
 from postloan.cli import parse_time
 from postloan.config import Config, load_config
+from postloan.times import format_time
 
 if TYPE_CHECKING:
     from shapely.geometry.base import BaseGeometry
@@ -110,7 +111,6 @@ def cmd_tracks(args: argparse.Namespace) -> int:
 
 def cmd_stops(args: argparse.Namespace) -> int:
     from postloan.store import StopRule
-    from postloan.store.export import format_time
 
     rule = StopRule(
         max_speed_kmh=args.max_speed_kmh,
@@ -163,8 +163,6 @@ def cmd_mileage(args: argparse.Namespace) -> int:
 
 
 def cmd_latest(args: argparse.Namespace) -> int:
-    from postloan.store.export import format_time
-
     selected = set(args.devices)
 
     def query(store: Store) -> int:
@@ -187,8 +185,6 @@ def cmd_latest(args: argparse.Namespace) -> int:
 
 
 def cmd_seen_inside(args: argparse.Namespace) -> int:
-    from postloan.store.export import format_time
-
     try:
         area = load_area(args.polygon)
     except (OSError, ValueError) as exc:
@@ -287,10 +283,16 @@ def _zone(text: str) -> ZoneInfo:
 
 def _window_arguments(parser: argparse.ArgumentParser, *, required: bool) -> None:
     parser.add_argument(
-        "--since", type=parse_time, required=required, help="start, ISO-8601, inclusive"
+        "--since",
+        type=parse_time,
+        required=required,
+        help="start, inclusive: ISO 8601 with Z or an offset",
     )
     parser.add_argument(
-        "--until", type=parse_time, required=required, help="end, ISO-8601, exclusive"
+        "--until",
+        type=parse_time,
+        required=required,
+        help="end, exclusive: ISO 8601 with Z or an offset",
     )
     parser.add_argument("--store", help="store URL (default: [store] url)")
 

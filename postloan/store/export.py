@@ -11,13 +11,12 @@ from __future__ import annotations
 import csv
 import json
 from collections.abc import Iterable, Iterator
-from datetime import datetime
 from decimal import Decimal
 from typing import Any, TextIO
 from xml.sax.saxutils import escape, quoteattr
 
 from postloan.model import Fix
-from postloan.store.base import to_utc
+from postloan.times import format_time
 
 CSV_HEADER = (
     "device_id",
@@ -35,15 +34,6 @@ GPX_NAMESPACE = "http://www.topografix.com/GPX/1/1"
 # NaN has no JSON form (RFC 8259 §6), so a fix carrying one fails the export
 # instead of producing a file that strict parsers reject.
 _encode = json.JSONEncoder(allow_nan=False, separators=(",", ":")).encode
-
-
-def format_time(value: datetime) -> str:
-    """Format an aware datetime as ISO 8601 UTC, e.g. ``2024-05-01T08:00:00.250000Z``.
-
-    Whole seconds have no fraction. A naive datetime raises ValueError.
-    """
-    text = to_utc(value).replace(tzinfo=None).isoformat()
-    return f"{text}Z"
 
 
 def to_geojson(fixes: Iterable[Fix], *, as_points: bool = False) -> dict[str, Any]:

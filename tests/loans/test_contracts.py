@@ -84,7 +84,7 @@ def test_apply_event_needs_reason(contract: Contract) -> None:
 
 
 def test_apply_event_rejects_naive_time(contract: Contract) -> None:
-    with pytest.raises(ValueError, match="no time zone"):
+    with pytest.raises(ValueError, match="has no UTC offset"):
         apply_event(
             contract,
             ContractEvent.SETTLE,

@@ -20,7 +20,7 @@ from postloan.loans.identity import (
     [
         ("1M8GDM9AXKP042788", True),  # check digit X (remainder 10)
         ("11111111111111111", True),
-        ("1M8GDM9A1KP042788", False),  # position 9 changed from X to 1
+        ("LSVAU2180N2183294", False),  # made in China: a mismatch is accepted
         ("WVWZZZ1JZXW000001", None),  # European VIN: Z in position 9, no check digit
     ],
 )

@@ -31,6 +31,9 @@ GOOD = (
 )
 
 
+OTHER_VIN = "1HGCM82633A004352"
+
+
 def write(tmp_path: Path, name: str, text: str) -> Path:
     path = tmp_path / name
     path.write_text(text, encoding="utf-8")
@@ -65,7 +68,7 @@ def test_read_contracts_bad_rows_good_kept(tmp_path: Path) -> None:
         GOOD.replace("C-1,", "C-5,").replace("100000.00,0.12", "lots,12"),
         GOOD.replace("C-1,", "C-6,").replace(",annuity,", ",bullet,"),
         GOOD.replace("C-1,", "C-7,").replace("2026-01-31", "31/01/2026"),
-        GOOD.replace("C-1,", "C-8,"),
+        GOOD.replace("C-1,", "C-8,").replace("1M8GDM9AXKP042788", OTHER_VIN),
     ]
     path = write(tmp_path, "contracts.csv", HEADER + "".join(rows))
 

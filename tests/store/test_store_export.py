@@ -234,7 +234,7 @@ def test_format_time_cases() -> None:
 
 
 def test_format_time_rejects_naive() -> None:
-    with pytest.raises(ValueError, match="timezone-aware"):
+    with pytest.raises(ValueError, match="no UTC offset"):
         format_time(datetime(2024, 5, 1))
 
 
