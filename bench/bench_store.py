@@ -11,9 +11,17 @@ alternating rounds so that load from other processes hits both alike:
 
 Fetch: ``--rows`` positions are generated in SQL (``generate_series``) into
 daily partitions, 30 s apart per device and in time order, as a fleet
-reports them. Maintenance then clusters the closed days. ``Store.track``
+reports them. Maintenance then clusters the closed days. The last day stays
+open: it is loaded half an hour at a time, and a VACUUM runs whenever
+autovacuum's insert trigger (PostgreSQL 13 and later) would have fired, so
+the fixes after the last trigger are not yet all-visible. ``Store.track``
 fetches random (device, UTC day) pairs, and the median and 95th percentile
 are reported beside the time of the bare SQL query.
+
+``--covering-index`` runs everything with ``StorageLayout(covering_index=
+True)``: every partition is created with a covering index, so the ingest
+and the load pay for it, and the open day is read by an index-only scan.
+Maintenance drops the index from the closed days when it clusters them.
 
 Everything lives in a throwaway schema of the database named by ``--dsn``
 (default: POSTLOAN_TEST_PG_DSN or postgresql://postgres@127.0.0.1:5432/test),
@@ -25,6 +33,8 @@ dropped at the end unless ``--keep`` is given. Run from the repository root:
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import math
 import os
 import platform
 import random
@@ -34,12 +44,14 @@ import time
 import uuid
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import psycopg
 from psycopg import sql
 
 from postloan.model import Fix
 from postloan.store import PostgresStore, StorageLayout
+from postloan.store.partitions import partition_name
 from postloan.store.postgres import (
     _COPY_POSITIONS,
     _TRACK_COLUMNS,
@@ -149,7 +161,9 @@ def _timed_resends(
 
 # --- fetch -------------------------------------------------------------------------
 
-_GENERATE_DAY = """
+# Row i is fix number i // devices of device i % devices, so rows
+# first .. first + count - 1 continue a day where an earlier call stopped.
+_GENERATE_FIXES = """
     INSERT INTO positions (device_id, time, latitude, longitude, speed_kmh,
                            course, altitude_m, valid, satellites, attributes)
     SELECT 'bench' || lpad((i %% %(devices)s)::text, 10, '0'),
@@ -159,12 +173,80 @@ _GENERATE_DAY = """
            (i %% 90)::double precision, (i %% 360)::double precision, 80.0,
            true, 9,
            jsonb_build_object('mileage_km', round((i / %(devices)s) * 0.1, 1))
-    FROM generate_series(0, %(count)s - 1) AS i
+    FROM generate_series(%(first)s::bigint, %(first)s::bigint + %(count)s - 1) AS i
 """
+# Fixes per device in one load step of the open day: half an hour.
+_OPEN_DAY_STEP = 60
 
 
-def load_rows(store: PostgresStore, rows: int) -> tuple[int, datetime, int]:
-    """Generate `rows` positions; return the device count, first day and days."""
+def setting(conn: psycopg.Connection[tuple[Any, ...]], name: str) -> str:
+    row = conn.execute("SELECT current_setting(%s)", (name,)).fetchone()
+    assert row is not None
+    return str(row[0])
+
+
+def generate_fixes(
+    store: PostgresStore, day: datetime, devices: int, first: int, count: int
+) -> None:
+    params = {"devices": devices, "day": day, "first": first, "count": count}
+    with store._transaction() as conn:
+        conn.execute(_GENERATE_FIXES, params)
+
+
+def load_open_day(
+    store: PostgresStore, day: datetime, devices: int, unvacuumed_share: float | None
+) -> int:
+    """Load the open day in steps, vacuuming as autovacuum would.
+
+    Autovacuum vacuums a table once the rows inserted since its last vacuum
+    exceed autovacuum_vacuum_insert_threshold plus
+    autovacuum_vacuum_insert_scale_factor times its row count. Autovacuum is
+    switched off on the partition so that only this model runs. The real
+    daemon also waits up to autovacuum_naptime (1 min by default) after the
+    trigger, which is ignored here. With `unvacuumed_share`, the last VACUUM
+    runs once that share of the day is still to come, and none after it.
+    Return how many rows were inserted after the last VACUUM.
+    """
+    partition = sql.Identifier(partition_name("positions", day))
+    with psycopg.connect(store._dsn, autocommit=True) as conn:
+        conn.execute(
+            sql.SQL("SET search_path TO {}").format(sql.Identifier(store.schema))
+        )
+        conn.execute(
+            sql.SQL("ALTER TABLE {} SET (autovacuum_enabled = off)").format(partition)
+        )
+        threshold = float(setting(conn, "autovacuum_vacuum_insert_threshold"))
+        scale = float(setting(conn, "autovacuum_vacuum_insert_scale_factor"))
+        rows = vacuumed_rows = vacuums = 0
+        step = devices * _OPEN_DAY_STEP
+        total = devices * FIXES_PER_DEVICE_DAY
+        last_at = math.inf
+        if unvacuumed_share is not None:
+            last_at = total * (1 - unvacuumed_share)
+        for first in range(0, total, step):
+            generate_fixes(store, day, devices, first, step)
+            rows += step
+            if rows >= last_at:
+                due = vacuumed_rows < last_at
+            else:
+                due = rows - vacuumed_rows > threshold + scale * vacuumed_rows
+            if due:
+                conn.execute(sql.SQL("VACUUM {}").format(partition))
+                vacuumed_rows = rows
+                vacuums += 1
+        # Autoanalyze keeps the statistics of a growing table current.
+        conn.execute(sql.SQL("ANALYZE {}").format(partition))
+        log(
+            f"open day: {vacuums} VACUUMs, the last after {vacuumed_rows} of "
+            f"{rows} rows"
+        )
+    return rows - vacuumed_rows
+
+
+def load_rows(
+    store: PostgresStore, rows: int, unvacuumed_share: float | None
+) -> dict[str, Any]:
+    """Generate `rows` positions; return the devices, first day, days and more."""
     days = max(1, min(7, rows // (FIXES_PER_DEVICE_DAY * 10)))
     devices = max(1, rows // (days * FIXES_PER_DEVICE_DAY))
     first_day = datetime.now(UTC).replace(
@@ -173,47 +255,53 @@ def load_rows(store: PostgresStore, rows: int) -> tuple[int, datetime, int]:
     partitions = PostgresStore(
         store._dsn,
         schema=store.schema,
-        layout=StorageLayout(partitions_ahead=days, timescaledb="off"),
+        layout=dataclasses.replace(store.layout, partitions_ahead=days),
     )
     partitions.maintain(first_day)
     partitions.close()
 
     started = time.perf_counter()
-    for offset in range(days):
-        day = first_day + timedelta(days=offset)
-        with store._transaction() as conn:
-            conn.execute(
-                _GENERATE_DAY,
-                {
-                    "devices": devices,
-                    "day": day,
-                    "count": devices * FIXES_PER_DEVICE_DAY,
-                },
-            )
-        log(f"loaded day {offset + 1}/{days} ({time.perf_counter() - started:.0f} s)")
-
+    closed_days = [first_day + timedelta(days=offset) for offset in range(days - 1)]
+    for number, day in enumerate(closed_days, 1):
+        generate_fixes(store, day, devices, 0, devices * FIXES_PER_DEVICE_DAY)
+        log(f"loaded day {number}/{days} ({time.perf_counter() - started:.0f} s)")
     with psycopg.connect(store._dsn, autocommit=True) as conn:
         conn.execute(
             sql.SQL("SET search_path TO {}").format(sql.Identifier(store.schema))
         )
-        conn.execute("VACUUM (ANALYZE) positions")
+        for day in closed_days:
+            partition = sql.Identifier(partition_name("positions", day))
+            conn.execute(sql.SQL("VACUUM (ANALYZE) {}").format(partition))
     log(f"vacuum done ({time.perf_counter() - started:.0f} s)")
+
+    open_day = first_day + timedelta(days=days - 1)
+    unvacuumed = load_open_day(store, open_day, devices, unvacuumed_share)
+    log(f"loaded the open day ({time.perf_counter() - started:.0f} s)")
 
     # Maintenance at the end of the last loaded day clusters the days before
     # it, a few per run, as the gateway's periodic runs would. The last day
     # stays open and unclustered, like today's partition in production.
-    end = first_day + timedelta(days=days)
-    while store.maintain(end).clustered:
+    cluster_started = time.perf_counter()
+    while store.maintain(first_day + timedelta(days=days)).clustered:
         log(f"clustering ({time.perf_counter() - started:.0f} s)")
-    return devices, first_day, days
+    return {
+        "devices": devices,
+        "first_day": first_day,
+        "days": days,
+        "unvacuumed": unvacuumed,
+        "cluster_s": time.perf_counter() - cluster_started,
+    }
 
 
 def bench_fetch(store: PostgresStore, args: argparse.Namespace) -> dict[str, float]:
-    devices, first_day, days = load_rows(store, args.rows)
+    loaded = load_rows(store, args.rows, args.unvacuumed_share)
+    devices, first_day, days = loaded["devices"], loaded["first_day"], loaded["days"]
     results: dict[str, float] = {
         "rows": store.count_fixes(),
         "devices": devices,
         "days": days,
+        "unvacuumed": loaded["unvacuumed"],
+        "cluster_s": loaded["cluster_s"],
     }
     picker = random.Random(7)
     closed_days = [first_day + timedelta(days=n) for n in range(days - 1)]
@@ -272,6 +360,8 @@ def print_results(
 ) -> None:
     print(f"machine: {machine()}; PostgreSQL {version}")
     print(f"command: {' '.join(sys.argv)}")
+    if args.covering_index:
+        print("layout: covering index on open partitions")
     print(
         f"ingest: {ingest['fixes']:.0f} fixes in batches of {args.batch}: "
         f"store {ingest['store_per_s']:.0f} fixes/s, "
@@ -282,7 +372,9 @@ def print_results(
     print(
         f"fetch: {fetch['rows']:.0f} rows ({fetch['devices']:.0f} devices x "
         f"{fetch['days']:.0f} days), one device-day = "
-        f"{fetch['closed_fixes']:.0f} fixes"
+        f"{fetch['closed_fixes']:.0f} fixes; clustering took "
+        f"{fetch['cluster_s']:.0f} s; {fetch['unvacuumed']:.0f} rows of the "
+        "open day inserted after its last VACUUM"
     )
     for label, what in (("closed", "clustered closed days"), ("open", "open day")):
         print(
@@ -313,15 +405,28 @@ def main() -> int:
     parser.add_argument(
         "--keep", action="store_true", help="keep the benchmark schema afterwards"
     )
+    parser.add_argument(
+        "--unvacuumed-share",
+        type=float,
+        help="share of the open day (0 to 1) to insert after its last VACUUM; "
+        "by default, as autovacuum's insert trigger falls",
+    )
+    parser.add_argument(
+        "--covering-index",
+        action="store_true",
+        help="give open partitions the covering index (StorageLayout option)",
+    )
     args = parser.parse_args()
+    if args.unvacuumed_share is not None and not 0 <= args.unvacuumed_share <= 1:
+        parser.error(f"--unvacuumed-share must be 0 to 1, got {args.unvacuumed_share}")
 
     schema = f"bench_store_{uuid.uuid4().hex[:8]}"
-    store = PostgresStore(
-        args.dsn, schema=schema, layout=StorageLayout(timescaledb="off")
-    )
+    layout = StorageLayout(timescaledb="off", covering_index=args.covering_index)
+    store = PostgresStore(args.dsn, schema=schema, layout=layout)
     try:
         store.migrate()
         version = store._query("SHOW server_version")[0][0]
+        version += f", shared_buffers {store._query('SHOW shared_buffers')[0][0]}"
         ingest = bench_ingest(store, args)
         with store._transaction() as conn:
             conn.execute("TRUNCATE positions, positions_raw, track_heads")

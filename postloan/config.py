@@ -52,6 +52,7 @@ class StoreConfig:
     retention_days: int = 0
     compress_after_days: int = 7
     timescaledb: str = "auto"
+    covering_index: bool = False
     maintenance_interval_s: float = 3600.0
 
 
@@ -106,8 +107,15 @@ class BusConfig:
     worker_index: int = 0
     worker_count: int = 1
     shared_group: str = "postloan"
+    shared_subscriptions: bool = False
     session_expiry_s: int = 3600
     retry_max_s: float = 10.0
+
+
+@dataclass(frozen=True, slots=True)
+class RiskConfig:
+    rules: str = ""
+    fix_interval_s: float = 300.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,6 +127,7 @@ class Config:
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     api: ApiConfig = field(default_factory=ApiConfig)
     bus: BusConfig = field(default_factory=BusConfig)
+    risk: RiskConfig = field(default_factory=RiskConfig)
     # The [loans] table as written; postloan.loans.LoanPolicy.from_table reads it
     # (and load_config checks it), so its keys are documented with the policy.
     loans: Mapping[str, Any] = field(default_factory=dict)

@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
+import random
 import signal
 import sys
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from postloan.config import Config
 from postloan.model import FenceEvent, Fix
@@ -23,6 +25,9 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 DEMO_STORE_URL = "sqlite:///var/demo.db"
+# Maximum wait between two tries at migrating a store whose database is down.
+MIGRATE_RETRY_MAX_S = 30.0
+_UNAVAILABLE_LOG_INTERVAL_S = 30.0
 
 
 def run_async(main: Coroutine[Any, Any, T], event_loop: str = "auto") -> T:
@@ -67,11 +72,22 @@ def fence_checker(config: Config) -> Callable[[Fix], Sequence[FenceEvent]] | Non
 
 
 def run_gateway(config: Config) -> int:
-    """Serve trackers until SIGINT or SIGTERM, then drain the writer and exit."""
+    """Serve trackers until SIGINT or SIGTERM, then drain the writer and exit.
+
+    When the database cannot be reached at start, the gateway serves anyway:
+    fixes go to the spool and are acknowledged from there, the migration is
+    retried in the background, and the spool is drained once it succeeds.
+    """
     from postloan.gateway import Gateway
 
-    store = open_store(config.store.url, layout=storage_layout(config.store))
-    store.migrate()
+    store = open_store(
+        config.store.url, migrate=False, layout=storage_layout(config.store)
+    )
+    try:
+        migrated = _migrate_at_start(store)
+    except BaseException:
+        store.close()
+        raise
 
     async def serve() -> None:
         stop = asyncio.Event()
@@ -79,17 +95,31 @@ def run_gateway(config: Config) -> int:
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, stop.set)
         fence_check = fence_checker(config) if "fence" in config.bus.roles else None
+        gateway = Gateway(config, store, fence_check=fence_check)
+        migrating: asyncio.Task[None] | None = None
+        if not migrated:
+            gateway.writer.hold_store()
+            migrating = asyncio.create_task(
+                _release_when_migrated(store, gateway.writer, stop),
+                name="gateway[store].migrate",
+            )
         async with (
+            _local_roles(config, store) as roles,
             _bus_publisher(config) as publisher,
-            Gateway(config, store, fence_check=fence_check) as gateway,
+            gateway,
         ):
+            for role in roles:
+                gateway.record_observers.append(role.observe)
             devices: asyncio.Task[None] | None = None
             if publisher is not None:
-                gateway.stored_observers.append(publisher.publish_fixes)
+                gateway.record_observers.append(publisher.publish_records)
                 gateway.answer_observers.append(publisher.publish_command_response)
                 devices = _start_mqtt_devices(config, store, gateway, stop)
             await _serve_api(config, store, gateway, stop)
             log.info("shutting down")
+            if migrating is not None:
+                migrating.cancel()
+                await asyncio.gather(migrating, return_exceptions=True)
             if devices is not None:
                 await devices
 
@@ -98,6 +128,107 @@ def run_gateway(config: Config) -> int:
     finally:
         store.close()
     return 0
+
+
+def _migrate_at_start(store: Store) -> bool:
+    """Migrate the store; return False if its database cannot be reached now.
+
+    Any other failure (a role without the right to create tables, say)
+    raises, as a misconfiguration should stop the process at once.
+    """
+    try:
+        store.migrate()
+    except Exception as exc:
+        if not store.is_unavailable(exc):
+            raise
+        log.warning(
+            "store unavailable at start (%s); serving trackers anyway, with "
+            "their fixes spooled and acknowledged, until the schema migration "
+            "succeeds (retried with back-off up to %.0f s)",
+            _one_line(exc),
+            MIGRATE_RETRY_MAX_S,
+        )
+        return False
+    return True
+
+
+async def migrate_when_available(
+    store: Store, stop: asyncio.Event, *, failed_before: int = 0
+) -> bool:
+    """Retry `store.migrate()` with capped back-off until it succeeds or `stop`.
+
+    Return True once migrated, False if `stop` was set first. `failed_before`
+    counts tries the caller already made and logged; the first retry then
+    waits. An unavailable database is logged once, when the first try fails,
+    and its return once. Any other error of the very first try raises,
+    because it means a misconfiguration. Later such errors are logged at each
+    try, which is at most every ``MIGRATE_RETRY_MAX_S`` seconds once the
+    back-off is capped.
+    """
+    failures = failed_before
+    while not stop.is_set():
+        if failures:
+            delay = min(MIGRATE_RETRY_MAX_S, 0.25 * 2.0**failures)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), delay * (0.5 + random.random() / 2))
+            if stop.is_set():
+                break
+        try:
+            await asyncio.to_thread(store.migrate)
+        except Exception as exc:
+            if not failures and not store.is_unavailable(exc):
+                raise
+            failures += 1
+            if not store.is_unavailable(exc):
+                log.error("schema migration failed (try %d): %s", failures, exc)
+            elif failures == 1:
+                log.warning(
+                    "store unavailable, waiting for it to migrate the schema: %s",
+                    _one_line(exc),
+                )
+            else:
+                log.debug("store still unavailable (try %d): %s", failures, exc)
+            continue
+        if failures:
+            log.info("store reachable again: schema migrated after %d tries", failures)
+        return True
+    return False
+
+
+async def _release_when_migrated(
+    store: Store, writer: Any, stop: asyncio.Event
+) -> None:
+    if await migrate_when_available(store, stop, failed_before=1):
+        log.info("writing fixes to the store again; spooled ones are drained first")
+        writer.release_store()
+
+
+def _one_line(error: BaseException) -> str:
+    """Return the first line of an error's text (libpq puts hints below it)."""
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
+@contextlib.asynccontextmanager
+async def _local_roles(config: Config, store: Store) -> AsyncIterator[list[Any]]:
+    """Yield the started `LocalRole` of each ``[bus] roles`` entry run here.
+
+    Only "risk" needs one: the gateway's writer is the store role, and its
+    fence check is the fence role. They stop after the gateway has flushed.
+    """
+    roles: list[Any] = []
+    if "risk" in config.bus.roles:
+        from postloan.bus.local import LocalRole
+        from postloan.bus.risk import build_risk_consumer
+
+        roles.append(LocalRole("risk", build_risk_consumer(config, store)))
+    for role in roles:
+        role.start()
+    try:
+        yield roles
+    finally:
+        for role in roles:
+            await role.close()
 
 
 @contextlib.asynccontextmanager
@@ -126,8 +257,43 @@ async def _serve_api(
     from postloan.api.serve import ApiServer, build_context
 
     context = build_context(config, store, gateway)
-    async with ApiServer(context, config.api.host, config.api.port):
+    server = ApiServer(context, config.api.host, config.api.port)
+    _answer_503_while_store_unavailable(server.server.config.app, store)
+    async with server:
         await stop.wait()
+
+
+def _answer_503_while_store_unavailable(app: Any, store: Store) -> None:
+    """Make requests that need an unreachable database return 503, not 500.
+
+    The client may retry after ``Retry-After`` seconds. A warning is logged
+    at most once per ``_UNAVAILABLE_LOG_INTERVAL_S``, not once per request.
+    """
+    import psycopg
+    from fastapi import Request
+    from fastapi.responses import JSONResponse
+
+    last_logged = [-_UNAVAILABLE_LOG_INTERVAL_S]
+
+    async def unavailable(request: Request, exc: Exception) -> JSONResponse:
+        if not store.is_unavailable(exc):
+            raise exc
+        now = time.monotonic()
+        if now - last_logged[0] >= _UNAVAILABLE_LOG_INTERVAL_S:
+            last_logged[0] = now
+            log.warning(
+                "%s %s returned 503 because the store is unavailable: %s",
+                request.method,
+                request.url.path,
+                _one_line(exc),
+            )
+        return JSONResponse(
+            {"error": "the store is unavailable; retry later"},
+            status_code=503,
+            headers={"Retry-After": "5"},
+        )
+
+    app.add_exception_handler(psycopg.OperationalError, unavailable)
 
 
 def _start_mqtt_devices(
@@ -136,8 +302,105 @@ def _start_mqtt_devices(
     """Serve MQTT trackers beside the TCP listeners until `stop` is set."""
     from postloan.bus.uplink import MqttDevices
 
-    devices = MqttDevices(config, store, gateway.writer.submit)
-    return asyncio.create_task(devices.run(stop), name="bus.devices")
+    deferring = _DeferringDeviceStore(store, gateway, asyncio.get_running_loop())
+    devices = MqttDevices(config, cast(Store, deferring), gateway.writer.submit)
+    return asyncio.create_task(
+        _run_until_stopped(devices.run, store, stop), name="bus.devices"
+    )
+
+
+class _DeferringDeviceStore:
+    """The store as the MQTT device service uses it, with outage-proof writes.
+
+    A device touch or command update that fails because the database is
+    unavailable, or that comes while the schema is not migrated, is handed to
+    `Gateway.defer_store_write` and retried with those of TCP devices.
+    Raising instead would end the MQTT session, and with it the messages the
+    client library already acknowledged but the service had not handled yet.
+    Every other attribute is the store's own.
+    """
+
+    def __init__(
+        self, store: Store, gateway: Any, loop: asyncio.AbstractEventLoop
+    ) -> None:
+        self._store = store
+        self._gateway = gateway
+        self._loop = loop
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
+
+    def touch_device(self, device_id: str, protocol: str, *, seen_at: Any) -> None:
+        touch = functools.partial(
+            self._store.touch_device, device_id, protocol, seen_at=seen_at
+        )
+        self._write(("touch", protocol, device_id), touch, keep_first=True)
+
+    def update_command(
+        self, command_id: int, status: str, *, at: Any, response: Any = None
+    ) -> None:
+        update = functools.partial(
+            self._store.update_command, command_id, status, at=at, response=response
+        )
+        self._write(("command", command_id), update)
+
+    def _write(
+        self, key: Any, write: Callable[[], object], *, keep_first: bool = False
+    ) -> None:
+        """Run `write` here (a worker thread) or defer it to the gateway."""
+        if self._gateway.writer.store_held:
+            reason = "its schema is not migrated yet"
+        else:
+            try:
+                write()
+                return
+            except Exception as exc:
+                if not self._store.is_unavailable(exc):
+                    raise
+                reason = _one_line(exc)
+        self._loop.call_soon_threadsafe(
+            functools.partial(
+                self._gateway.defer_store_write,
+                key,
+                write,
+                reason,
+                keep_first=keep_first,
+            )
+        )
+
+
+async def _run_until_stopped(
+    run: Callable[[asyncio.Event], Coroutine[Any, Any, None]],
+    store: Store,
+    stop: asyncio.Event,
+) -> None:
+    """Run `run(stop)` again, after a capped back-off, whenever it raises.
+
+    `MqttDevices.run` reconnects to the broker itself, but a store error
+    raised while it handles a received message (the database down) escapes
+    it. Such errors must not end the MQTT device service. A store outage is
+    logged once, other errors at each restart.
+    """
+    failures = 0
+    while not stop.is_set():
+        started = time.monotonic()
+        try:
+            await run(stop)
+        except Exception as exc:
+            if time.monotonic() - started > MIGRATE_RETRY_MAX_S:
+                failures = 0  # it ran for a while: a new outage
+            failures += 1
+            if not store.is_unavailable(exc):
+                log.error("MQTT device service failed (%d in a row): %r", failures, exc)
+            elif failures == 1:
+                log.warning(
+                    "MQTT device service paused, store unavailable: %s", _one_line(exc)
+                )
+            delay = min(MIGRATE_RETRY_MAX_S, 0.25 * 2.0**failures)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), delay * (0.5 + random.random() / 2))
+        else:
+            return
 
 
 def run_simulation(

@@ -12,6 +12,7 @@ with the coordinates and time that were sent.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import socket
@@ -19,11 +20,14 @@ import subprocess
 import sys
 import time
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import aiomqtt
 import pytest
 
+from postloan.api import hash_token
 from postloan.simulators import load_trajectories, replay, vendored_trajectories
 from postloan.simulators.replay import DeviceReport
 from postloan.simulators.trajectories import Trajectory
@@ -38,6 +42,7 @@ REPO = Path(__file__).resolve().parents[1]
 # used (42 minutes) takes about 13 s.
 SPEEDUP = 200.0
 MAX_SPAN_S = 3000
+API_TOKEN = "crash-recovery-analyst"
 
 
 def trajectories() -> list[Trajectory]:
@@ -59,13 +64,22 @@ def free_port() -> int:
 
 
 class GatewayProcess:
-    """``postloan run`` in a subprocess, on fixed ports so devices can reconnect."""
+    """``postloan run`` in a subprocess, on fixed ports so devices can reconnect.
 
-    def __init__(self, tmp_path: Path, store_url: str) -> None:
+    The API listens on a free port of 127.0.0.1 and accepts `API_TOKEN`.
+    """
+
+    def __init__(self, tmp_path: Path, store_url: str, extra_config: str = "") -> None:
         self.gt06_port, self.jt808_port = free_port(), free_port()
+        self.api_port = free_port()
         self.spool_dir = tmp_path / "spool"
         self.log_path = tmp_path / "gateway.log"
         self.config_path = tmp_path / "config.toml"
+        tokens = tmp_path / "tokens.toml"
+        tokens.write_text(
+            f'[[token]]\nsha256 = "{hash_token(API_TOKEN)}"\n'
+            'user = "tester"\nrole = "analyst"\n'
+        )
         self.config_path.write_text(
             f"""
 [gateway]
@@ -81,8 +95,17 @@ flush_interval_ms = 10.0
 spool_dir = "{self.spool_dir}"
 maintenance_interval_s = 0
 
+[api]
+host = "127.0.0.1"
+port = {self.api_port}
+tokens_file = "{tokens}"
+ledger_dir = "{tmp_path / "ledger"}"
+state_dir = "{tmp_path / "risk"}"
+audit_file = "{tmp_path / "audit.jsonl"}"
+
 [logging]
 level = "INFO"
+{extra_config}
 """
         )
         self._process: subprocess.Popen[bytes] | None = None
@@ -121,6 +144,20 @@ level = "INFO"
         raise AssertionError(
             f"gateway did not listen in {timeout} s:\n{self.log_tail()}"
         )
+
+    async def api_get(self, path: str) -> tuple[int, str]:
+        """GET `path` from the gateway's API; return the status and the body."""
+        reader, writer = await asyncio.open_connection("127.0.0.1", self.api_port)
+        request = (
+            f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            f"Authorization: Bearer {API_TOKEN}\r\nConnection: close\r\n\r\n"
+        )
+        writer.write(request.encode())
+        await writer.drain()
+        response = await reader.read()
+        writer.close()
+        head, _, body = response.decode(errors="replace").partition("\r\n\r\n")
+        return int(head.split()[1]), body
 
     def kill(self) -> None:
         assert self._process is not None
@@ -318,3 +355,261 @@ def test_gateway_killed_during_outage_keeps_spooled_fixes(
     finally:
         store.close()
     assert os.listdir(gateway.spool_dir) == ["LOCK"]
+
+
+@pytest.mark.postgres
+@pytest.mark.timeout(150)
+def test_gateway_started_during_postgres_outage(
+    tmp_path: Path, pg_cluster: PostgresCluster
+) -> None:
+    pg_cluster.stop()
+    gateway = GatewayProcess(tmp_path, pg_cluster.dsn)
+    sample = trajectories()
+    while_down, after = sample[::2], sample[1::2]
+    expected = 2 * sum(len(t.points) for t in sample)
+
+    async def scenario() -> tuple[list[DeviceReport], list[DeviceReport], int]:
+        gateway.start()
+        await gateway.wait_listening()
+        # Every fix of these devices is acknowledged before the database runs.
+        first = await asyncio.wait_for(replay_all(gateway, while_down), 60)
+        spooled.append(sum(p.stat().st_size for p in gateway.spool_dir.glob("*.seg")))
+        api_while_down.append(await gateway.api_get("/devices"))
+        await asyncio.to_thread(pg_cluster.start)
+        # These arrive while the gateway migrates and drains the spool.
+        second = await asyncio.wait_for(replay_all(gateway, after), 60)
+        count = await wait_for_count(_postgres_reader(pg_cluster.dsn), expected, 60)
+        api_after.append(await gateway.api_get("/devices"))
+        return first, second, count
+
+    spooled: list[int] = []
+    api_while_down: list[tuple[int, str]] = []
+    api_after: list[tuple[int, str]] = []
+    try:
+        first, second, count = asyncio.run(scenario())
+        # The command poll writes the logins kept during the outage each second.
+        devices = asyncio.run(
+            wait_for_devices(pg_cluster.dsn, {r.device_id for r in first}, 30)
+        )
+    finally:
+        gateway.stop()
+
+    log = gateway.log()
+    for report in first:
+        points = len(
+            next(t for t in while_down if t.vehicle_id == report.vehicle_id).points
+        )
+        assert report.acked == points, (
+            report.device_id,
+            report.errors[:5],
+            log[-3000:],
+        )
+    assert spooled[0] > 0, gateway.log_tail()
+    assert api_while_down[0][0] == 503, api_while_down
+    assert "unavailable" in api_while_down[0][1]
+    assert api_after[0][0] == 200, api_after
+    assert count == expected, gateway.log_tail()
+    assert "store unavailable at start" in log
+    assert "schema migrated after" in log
+    assert "spool drained into the store" in log
+    assert "Traceback" not in log, log
+    assert {r.device_id for r in first} <= devices
+    assert list(gateway.spool_dir.glob("*.seg")) == []
+    store = open_store(pg_cluster.dsn, migrate=False)
+    try:
+        check_every_point_stored_once([*first, *second], sample, store, log[-3000:])
+    finally:
+        store.close()
+
+
+async def wait_for_devices(dsn: str, wanted: set[str], timeout: float) -> set[str]:
+    """Poll the devices table until it lists `wanted`; return what it lists last."""
+    deadline = time.monotonic() + timeout
+    seen: set[str] = set()
+    while time.monotonic() < deadline:
+        store = open_store(dsn, migrate=False)
+        try:
+            seen = {d.device_id for d in await asyncio.to_thread(store.devices)}
+        finally:
+            store.close()
+        if wanted <= seen:
+            break
+        await asyncio.sleep(0.2)
+    return seen
+
+
+def start_mosquitto(folder: Path) -> tuple[subprocess.Popen[bytes], int]:
+    """Start a mosquitto of this test alone on a free port; return it and the port."""
+    folder.mkdir()
+    port = free_port()
+    config = folder / "mosquitto.conf"
+    config.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\n")
+    broker = subprocess.Popen(
+        ["/usr/sbin/mosquitto", "-c", str(config)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        with socket.socket() as probe:
+            if probe.connect_ex(("127.0.0.1", port)) == 0:
+                return broker, port
+        time.sleep(0.05)
+    broker.kill()
+    raise AssertionError(f"mosquitto did not listen on port {port} in 10 s")
+
+
+@pytest.mark.postgres
+@pytest.mark.timeout(120)
+def test_mqtt_devices_served_during_postgres_outage(
+    tmp_path: Path, pg_cluster: PostgresCluster
+) -> None:
+    pg_cluster.stop()
+    broker, broker_port = start_mosquitto(tmp_path / "broker")
+    gateway = GatewayProcess(
+        tmp_path,
+        pg_cluster.dsn,
+        f"""
+[bus]
+url = "mqtt://127.0.0.1:{broker_port}"
+client_id = "crash-recovery-{free_port()}"
+queue_dir = "{tmp_path / "bus-queue"}"
+""",
+    )
+    device_id = "mqtt-outage-1"
+    start = datetime(2024, 5, 1, 8, 0, tzinfo=UTC)
+    positions = [
+        {
+            "time": (start + timedelta(seconds=10 * i)).isoformat(),
+            "lat": 41.15,
+            "lon": -8.61 + i * 1e-4,
+            "speed_kmh": 30.0,
+        }
+        for i in range(20)
+    ]
+
+    async def scenario() -> tuple[int, int]:
+        gateway.start()
+        await gateway.wait_listening()
+        async with aiomqtt.Client("127.0.0.1", broker_port) as tracker:
+            await asyncio.sleep(1.0)  # the gateway subscribes after it listens
+            for position in positions:
+                await tracker.publish(
+                    f"postloan/v1/uplink/{device_id}", json.dumps(position), qos=1
+                )
+        spool_deadline = time.monotonic() + 20
+        spooled = 0
+        while spooled == 0 and time.monotonic() < spool_deadline:
+            await asyncio.sleep(0.2)
+            spooled = sum(p.stat().st_size for p in gateway.spool_dir.glob("*.seg"))
+        await asyncio.to_thread(pg_cluster.start)
+        count = await wait_for_device_count(pg_cluster.dsn, device_id, len(positions))
+        return spooled, count
+
+    try:
+        spooled, count = asyncio.run(scenario())
+        devices = asyncio.run(wait_for_devices(pg_cluster.dsn, {device_id}, 30))
+    finally:
+        gateway.stop()
+        broker.terminate()
+        broker.wait(timeout=10)
+
+    log = gateway.log()
+    assert spooled > 0, gateway.log_tail()
+    assert count == len(positions), gateway.log_tail()
+    assert device_id in devices, gateway.log_tail()
+    assert "MQTT device service" not in log, log
+    assert "Traceback" not in log, log
+
+
+async def wait_for_device_count(dsn: str, device_id: str, expected: int) -> int:
+    """Poll until the device has `expected` fixes stored, for up to 60 s."""
+    deadline = time.monotonic() + 60
+    count = -1
+    while time.monotonic() < deadline:
+        store = open_store(dsn, migrate=False)
+        try:
+            count = await asyncio.to_thread(store.count_fixes, device_id)
+        except Exception:  # the database may still be starting
+            count = -1
+        finally:
+            store.close()
+        if count >= expected:
+            break
+        await asyncio.sleep(0.2)
+    return count
+
+
+@pytest.mark.postgres
+@pytest.mark.timeout(120)
+def test_worker_started_during_postgres_outage(
+    tmp_path: Path, pg_cluster: PostgresCluster
+) -> None:
+    pg_cluster.stop()
+    broker, broker_port = start_mosquitto(tmp_path / "broker")
+    config_path = tmp_path / "worker.toml"
+    config_path.write_text(
+        f"""
+[store]
+url = "{pg_cluster.dsn}"
+
+[bus]
+url = "mqtt://127.0.0.1:{broker_port}"
+client_id = "crash-recovery-worker-{free_port()}"
+queue_dir = "{tmp_path / "bus-queue"}"
+
+[logging]
+level = "INFO"
+"""
+    )
+    log_path = tmp_path / "worker.log"
+    with log_path.open("wb") as log_file:
+        worker = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "postloan.cli",
+                "--config",
+                str(config_path),
+                "worker",
+                "store",
+            ],
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            cwd=REPO,
+        )
+    try:
+        waiting = wait_for_log(log_path, "waiting for it to migrate", 30)
+        alive_while_down = worker.poll() is None
+        pg_cluster.start()
+        migrated = wait_for_log(log_path, "schema migrated after", 60)
+        worker.send_signal(signal.SIGTERM)
+        exit_code = worker.wait(timeout=30)
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+            worker.wait(timeout=10)
+        broker.terminate()
+        broker.wait(timeout=10)
+
+    log = log_path.read_text(errors="replace")
+    assert waiting, log
+    assert alive_while_down, log
+    assert migrated, log
+    assert exit_code == 0, log
+    assert "Traceback" not in log, log
+    store = open_store(pg_cluster.dsn, migrate=False)
+    try:
+        assert store.count_fixes() == 0
+    finally:
+        store.close()
+
+
+def wait_for_log(path: Path, text: str, timeout: float) -> bool:
+    """Wait until the log file at `path` contains `text`; False after `timeout` s."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if text in path.read_text(errors="replace"):
+            return True
+        time.sleep(0.1)
+    return False

@@ -16,8 +16,8 @@ log = logging.getLogger(__name__)
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     worker = sub.add_parser(
         "worker",
-        help="consume stored fixes from the MQTT bus ([bus] url) as a store, "
-        "fence or risk worker",
+        help="consume stored fixes and device events from the MQTT bus "
+        "([bus] url) as a store, fence or risk worker",
     )
     worker.add_argument("role", choices=["store", "fence", "risk"])
     worker.add_argument(
@@ -43,23 +43,30 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 
 def run_worker(config: Config, role: str) -> int:
-    """Consume the bus as `role` until SIGINT or SIGTERM."""
+    """Consume the bus as `role` until SIGINT or SIGTERM.
+
+    A worker started while its database is down waits for it, retrying the
+    schema migration with back-off, and consumes once it is migrated.
+    """
     from postloan.bus.worker import consume
-    from postloan.runner import run_async
+    from postloan.runner import migrate_when_available, run_async
     from postloan.store import open_store, storage_layout
 
     if not config.bus.url:
         raise ConfigError(
             "[bus] url is missing: set it to the MQTT broker, e.g. mqtt://127.0.0.1:1883"
         )
-    store = open_store(config.store.url, layout=storage_layout(config.store))
-    store.migrate()
+    store = open_store(
+        config.store.url, migrate=False, layout=storage_layout(config.store)
+    )
 
     async def serve() -> None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, stop.set)
+        if not await migrate_when_available(store, stop):
+            return
         await consume(config.bus, role, build_consumer(config, role, store), stop)
         log.info("%s worker stopped", role)
 
@@ -72,7 +79,8 @@ def run_worker(config: Config, role: str) -> int:
 
 def build_consumer(config: Config, role: str, store: Any) -> Any:
     """Return the consumer of one role."""
-    from postloan.bus.worker import FenceConsumer, RiskConsumer, StoreConsumer
+    from postloan.bus.risk import build_risk_consumer
+    from postloan.bus.worker import FenceConsumer, StoreConsumer
     from postloan.runner import fence_checker
 
     if role == "store":
@@ -84,7 +92,7 @@ def build_consumer(config: Config, role: str, store: Any) -> Any:
                 "[geofence] file is missing: a fence worker needs a GeoJSON fence file"
             )
         return FenceConsumer(store, check)
-    return RiskConsumer()
+    return build_risk_consumer(config, store)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import itertools
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from types import TracebackType
 from typing import Any
 
+from postloan.commands import command_expired
 from postloan.config import Config
 from postloan.gateway.handlers import (
     Gt06Handler,
@@ -23,13 +25,17 @@ from postloan.gateway.handlers import (
 )
 from postloan.gateway.session import DeviceSession
 from postloan.gateway.writer import BatchWriter, WriterStats
-from postloan.model import Fix
+from postloan.model import DeviceEvent, Fix
+from postloan.outage import OutageLog
 from postloan.protocols.base import DecodeError, Message
 from postloan.store import Store
+from postloan.store.spool import RecordBatch
+from postloan.times import format_time
 
 log = logging.getLogger(__name__)
 
 FenceHook = Callable[[Fix], Sequence[Any]]
+RecordsHook = Callable[[Sequence[Fix], Sequence[DeviceEvent]], None]
 
 
 @dataclass(slots=True)
@@ -62,7 +68,7 @@ class Gateway:
         self.config = config
         self.store = store
         self.writer = BatchWriter.from_config(
-            store, config.store, on_stored=self._fixes_stored
+            store, config.store, on_stored=self._batch_stored
         )
         self.stats = GatewayStats()
         # Called with `WriterStats` after each batch that stored fixes; metrics
@@ -71,6 +77,10 @@ class Gateway:
         # Called with each batch of fixes once the store contains it; the MQTT
         # bus publisher (postloan.bus) is one.
         self.stored_observers: list[Callable[[Sequence[Fix]], None]] = []
+        # Called with the fixes and device events of each batch once the store
+        # contains them, leaving out records it rejected as invalid; the bus
+        # publisher and the bus roles run in this process are these.
+        self.record_observers: list[RecordsHook] = []
         # Called with (device id, command id, response) for each command response.
         self.answer_observers: list[Callable[[str, int, dict[str, Any]], None]] = []
         self.ports: dict[str, int] = {}
@@ -84,6 +94,11 @@ class Gateway:
         self._tasks: list[asyncio.Task[None]] = []
         self._background: set[asyncio.Task[Any]] = set()
         self._command_lock = asyncio.Lock()
+        # Store writes that failed while the database was unreachable (device
+        # logins, command responses and timeouts), retried in order by the
+        # command poll. A later write with the same key replaces an earlier one.
+        self._deferred: dict[Hashable, Callable[[], object]] = {}
+        self._deferred_written = 0
 
     async def __aenter__(self) -> Gateway:
         await self.start()
@@ -222,22 +237,106 @@ class Gateway:
             device_id,
         )
         self._spawn(
-            asyncio.to_thread(
-                self.store.touch_device,
-                device_id,
-                session.protocol,
-                seen_at=datetime.now(UTC),
-            ),
+            self._touch(device_id, session.protocol, datetime.now(UTC)),
             f"gateway[{device_id}].touch",
         )
         self._spawn(
             self._send_after_login(session, device_id), f"gateway[{device_id}].commands"
         )
 
+    async def _touch(self, device_id: str, protocol: str, seen_at: datetime) -> None:
+        touch = functools.partial(
+            self.store.touch_device, device_id, protocol, seen_at=seen_at
+        )
+        await self._store_write(("touch", protocol, device_id), touch, keep_first=True)
+
     async def _send_after_login(self, session: DeviceSession, device_id: str) -> None:
         # Devices ignore traffic until their login is acked, so commands wait.
         await session.replies_sent()
-        await self._send_queued(device_id)
+        if self.writer.store_held:
+            return  # the command poll sends them once the store is ready
+        try:
+            await self._send_queued(device_id)
+        except Exception as exc:
+            if not self.store.is_unavailable(exc):
+                raise
+            # The command poll logs the outage and sends the commands later.
+            log.debug("commands of device %s wait for the store: %s", device_id, exc)
+
+    # Store writes that survive a database outage
+
+    async def _store_write(
+        self, key: Hashable, write: Callable[[], object], *, keep_first: bool = False
+    ) -> None:
+        """Run `write` in a thread, or defer it (`defer_store_write`) in an outage.
+
+        While the writer keeps batches from the store (its schema is not
+        migrated yet), or earlier writes are deferred, `write` is deferred
+        without a try, so deferred writes keep their order.
+        """
+        if self.writer.store_held:
+            reason = "its schema is not migrated yet"
+        elif self._deferred:
+            reason = "earlier writes are waiting"
+        else:
+            try:
+                await asyncio.to_thread(write)
+                return
+            except Exception as exc:
+                if not self.store.is_unavailable(exc):
+                    raise
+                reason = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        self.defer_store_write(key, write, reason, keep_first=keep_first)
+
+    def defer_store_write(
+        self,
+        key: Hashable,
+        write: Callable[[], object],
+        reason: str = "",
+        *,
+        keep_first: bool = False,
+    ) -> None:
+        """Keep a store write that failed in an outage; the command poll retries it.
+
+        Call it on the event loop. A write replaces the deferred one with the
+        same key, unless `keep_first` is set: then the first one stays and
+        only the latest after it is kept, as device touches need for
+        first_seen and last_seen. The first deferral of an outage logs one
+        warning with `reason`.
+        """
+        if not self._deferred:
+            log.warning(
+                "store unavailable (%s): device logins and command results are "
+                "kept in memory until it is back",
+                reason or "no reason given",
+            )
+        if keep_first and key in self._deferred:
+            self._deferred[(key, "latest")] = write
+        else:
+            self._deferred[key] = write
+
+    async def _write_deferred(self) -> None:
+        """Retry the deferred store writes in order; stop at the first outage error."""
+        while self._deferred:
+            key, write = next(iter(self._deferred.items()))
+            try:
+                await asyncio.to_thread(write)
+            except Exception as exc:
+                if self.store.is_unavailable(exc):
+                    return
+                log.error("deferred store write %s failed: %s", key, exc)
+            else:
+                self._deferred_written += 1
+            # A newer write with this key, deferred meanwhile, stays queued.
+            if self._deferred.get(key) is write:
+                del self._deferred[key]
+        if self._deferred_written:
+            log.info(
+                "store back: wrote %d device logins and command results kept "
+                "during the outage",
+                self._deferred_written,
+            )
+            self._deferred_written = 0
 
     def _spawn(self, coroutine: Any, name: str) -> None:
         task = asyncio.ensure_future(coroutine)
@@ -250,14 +349,32 @@ class Gateway:
         if not task.cancelled() and task.exception() is not None:
             log.error("task %s failed: %r", task.get_name(), task.exception())
 
+    def _records_stored(
+        self, fixes: Sequence[Fix], events: Sequence[DeviceEvent]
+    ) -> None:
+        for observe in self.record_observers:
+            try:
+                observe(fixes, events)
+            except Exception:  # one failing observer must not starve the others
+                log.exception(
+                    "record observer %r failed on %d fixes and %d events",
+                    observe,
+                    len(fixes),
+                    len(events),
+                )
+
     # Fences
 
-    def _fixes_stored(self, fixes: Sequence[Fix]) -> None:
-        for observe in self.batch_observers:
-            observe(self.writer.stats)
-        for observe_fixes in self.stored_observers:
-            observe_fixes(fixes)
-        if self._fence_check is None:
+    def _batch_stored(self, batch: RecordBatch) -> None:
+        """Tell the observers of what the store now holds; run the fence check."""
+        fixes = batch.fixes
+        if fixes:
+            for observe in self.batch_observers:
+                observe(self.writer.stats)
+            for observe_fixes in self.stored_observers:
+                observe_fixes(fixes)
+        self._records_stored(fixes, batch.events)
+        if self._fence_check is None or not fixes:
             return
         events: list[Any] = []
         for fix in fixes:
@@ -289,21 +406,19 @@ class Gateway:
     # Downlink commands: the store's commands table is the outbox
 
     async def _poll_commands(self) -> None:
-        failing = False
+        outage = OutageLog(log, "command dispatch")
         while True:
             await asyncio.sleep(self._command_poll_interval)
+            if self.writer.store_held:
+                continue  # the store has no schema yet; nothing can be read
             try:
+                await self._write_deferred()
                 await self._send_queued(None)
                 await self._expire_commands()
             except Exception as exc:  # the store is down: keep polling
-                if not failing:
-                    # One line per outage, not one per poll.
-                    log.warning("command dispatch failed, retrying: %s", exc)
-                failing = True
+                outage.failed(exc)
             else:
-                if failing:
-                    log.info("command dispatch recovered")
-                failing = False
+                outage.succeeded()
 
     async def _send_queued(self, device_id: str | None = None) -> None:
         async with self._command_lock:
@@ -313,7 +428,7 @@ class Gateway:
         queued = await asyncio.to_thread(self.store.commands, device_id, "queued")
         now = datetime.now(UTC)
         for command in queued:
-            if _expired(command.payload, now):
+            if command_expired(command.payload, now):
                 await self._expire_queued(command.command_id, command.payload)
                 continue
             session = self._by_device.get((command.protocol, command.device_id))
@@ -333,17 +448,18 @@ class Gateway:
                 )
                 self.stats.commands["failed"] += 1
                 continue
-            deadline = time.monotonic() + self.config.gateway.command_timeout_s
-            self._pending[(command.protocol, command.device_id, key)] = _PendingCommand(
-                command.command_id, deadline
-            )
-            # Recorded before the write, so a fast response never races the update.
+            # Recorded before the write, so a fast response never races the
+            # update. If the store fails here, the command stays queued.
             await asyncio.to_thread(
                 self.store.update_command,
                 command.command_id,
                 "sent",
                 at=datetime.now(UTC),
                 response={"frame": frame.hex()},
+            )
+            deadline = time.monotonic() + self.config.gateway.command_timeout_s
+            self._pending[(command.protocol, command.device_id, key)] = _PendingCommand(
+                command.command_id, deadline
             )
             session.send(frame)
             self.stats.commands["sent"] += 1
@@ -375,11 +491,14 @@ class Gateway:
             if pending.deadline <= now:
                 del self._pending[key]
                 self.stats.commands["timeout"] += 1
-                await asyncio.to_thread(
-                    self.store.update_command,
-                    pending.command_id,
-                    "timeout",
-                    at=datetime.now(UTC),
+                await self._store_write(
+                    ("command", pending.command_id),
+                    functools.partial(
+                        self.store.update_command,
+                        pending.command_id,
+                        "timeout",
+                        at=datetime.now(UTC),
+                    ),
                 )
                 log.warning(
                     "command %d timed out on device %s", pending.command_id, key[1]
@@ -394,12 +513,15 @@ class Gateway:
             return
         self.stats.commands["answered"] += 1
         self._spawn(
-            asyncio.to_thread(
-                self.store.update_command,
-                pending.command_id,
-                "answered",
-                at=datetime.now(UTC),
-                response=response,
+            self._store_write(
+                ("command", pending.command_id),
+                functools.partial(
+                    self.store.update_command,
+                    pending.command_id,
+                    "answered",
+                    at=datetime.now(UTC),
+                    response=response,
+                ),
             ),
             f"gateway[{device_id}].command_answer",
         )
@@ -417,7 +539,7 @@ class Gateway:
         """
         if "expires_at" not in payload:
             ttl = timedelta(seconds=self.config.gateway.command_ttl_s)
-            payload = {**payload, "expires_at": (datetime.now(UTC) + ttl).isoformat()}
+            payload = {**payload, "expires_at": format_time(datetime.now(UTC) + ttl)}
         command_id = await asyncio.to_thread(
             self.store.add_command,
             device_id,
@@ -432,13 +554,3 @@ class Gateway:
     def connected_devices(self) -> dict[str, int]:
         counts: Counter[str] = Counter(protocol for protocol, _ in self._by_device)
         return dict(counts)
-
-
-def _expired(payload: Mapping[str, Any], now: datetime) -> bool:
-    expires_at = payload.get("expires_at")
-    if not isinstance(expires_at, str):
-        return False
-    try:
-        return datetime.fromisoformat(expires_at) <= now
-    except ValueError:
-        return False

@@ -11,6 +11,11 @@ places:
   to the spool until a probe write succeeds. Then new batches go to the
   store again, and between them the spool is drained into it, oldest first.
 
+While the store is held (`hold_store`), every batch goes to the spool and
+nothing is drained. The gateway holds it when it starts with the database
+down, until the schema is migrated. After `release_store` the spool is
+drained as after an outage.
+
 When neither takes a batch (no spool configured, spool full, disk failure)
 the batch waits in memory and is retried with capped back-off, its futures
 unresolved. The queue then grows past ``max_pending`` and sessions stop
@@ -47,13 +52,14 @@ from postloan.store.spool import (
     decode_batch,
     encode_batch,
 )
+from postloan.times import format_time
 
 if TYPE_CHECKING:
     from postloan.config import StoreConfig
 
 log = logging.getLogger(__name__)
 
-BatchHook = Callable[[Sequence[Fix]], None]
+BatchHook = Callable[[RecordBatch], None]
 
 REJECTED_FILE = "rejected.jsonl"
 _RETRY_FIRST_S = 0.2
@@ -142,6 +148,7 @@ class BatchWriter:
         # Store health: writes go straight to the store while it is up. While
         # it is down they go to the spool, and a probe is due at _next_probe.
         self._store_up = True
+        self._store_held = False
         self._store_failures = 0
         self._next_probe = 0.0
         self._last_down_log = 0.0
@@ -239,6 +246,30 @@ class BatchWriter:
             await asyncio.sleep(0.05)
         return True
 
+    @property
+    def store_held(self) -> bool:
+        """True between `hold_store` and `release_store`."""
+        return self._store_held
+
+    def hold_store(self) -> None:
+        """Write nothing to the store until `release_store`: batches are spooled.
+
+        For a store that cannot take writes yet, such as a database that was
+        down when the process started and is not migrated. Without a spool,
+        batches wait in memory (see the module docstring).
+        """
+        self._store_held = True
+        self._store_up = False
+
+    def release_store(self) -> None:
+        """Let batches reach the store again; the spool is drained first."""
+        if not self._store_held:
+            return
+        self._store_held = False
+        self._store_failures = 0
+        self._next_probe = 0.0
+        self._wakeup.set()
+
     # --- the writer task ------------------------------------------------------
 
     async def _run(self) -> None:
@@ -316,6 +347,8 @@ class BatchWriter:
                 await self._drain_spool()
 
     def _store_writable(self) -> bool:
+        if self._store_held:
+            return False
         if self._store_up:
             return True
         spool_empty = self._spool is None or self._spool.records == 0
@@ -360,7 +393,7 @@ class BatchWriter:
     # --- draining the spool ---------------------------------------------------
 
     def _drain_due(self) -> bool:
-        if self._spool is None or self._spool.records == 0:
+        if self._store_held or self._spool is None or self._spool.records == 0:
             return False
         return self._store_up or time.monotonic() >= self._next_probe
 
@@ -436,13 +469,19 @@ class BatchWriter:
         self.stats.fence_events_stored += result.fence_events
         if result.rejected:
             await asyncio.to_thread(self._reject, result.rejected)
-        if self._on_stored is not None and batch.fixes:
-            try:
-                self._on_stored(batch.fixes)
-            except Exception:
-                log.exception(
-                    "post-store hook failed for a batch of %d fixes", len(batch.fixes)
-                )
+        if self._on_stored is None:
+            return
+        stored = _accepted(batch, result.rejected)
+        if not stored.fixes and not stored.events:
+            return
+        try:
+            self._on_stored(stored)
+        except Exception:
+            log.exception(
+                "post-store hook failed for a batch of %d fixes and %d events",
+                len(stored.fixes),
+                len(stored.events),
+            )
 
     def _reject(self, rejected: list[tuple[RecordBatch, BaseException]]) -> None:
         for batch, error in rejected:
@@ -464,7 +503,7 @@ class BatchWriter:
             # NOTE: without a spool folder a rejected record is only logged.
             log.debug("rejected record: %s", entry)
             return
-        entry = {"rejected_at": datetime.now(UTC).isoformat(), **entry}
+        entry = {"rejected_at": format_time(datetime.now(UTC)), **entry}
         path = Path(self._spool.directory) / REJECTED_FILE
         path.parent.mkdir(parents=True, exist_ok=True)
         with path.open("a", encoding="utf-8") as handle:
@@ -604,3 +643,17 @@ def _device_of(batch: RecordBatch) -> str:
         if records:
             return records[0].device_id
     return "?"
+
+
+def _accepted(
+    batch: RecordBatch, rejected: Sequence[tuple[RecordBatch, BaseException]]
+) -> RecordBatch:
+    """Return the fixes and device events of `batch` that the store did not reject."""
+    if not rejected:
+        return RecordBatch(batch.fixes, batch.events)
+    # Rejected parts hold the very objects of `batch`, so identity finds them.
+    gone = {id(r) for part, _ in rejected for r in (*part.fixes, *part.events)}
+    return RecordBatch(
+        [fix for fix in batch.fixes if id(fix) not in gone],
+        [event for event in batch.events if id(event) not in gone],
+    )

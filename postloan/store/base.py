@@ -207,6 +207,14 @@ class Store(ABC):
         """
         return isinstance(error, ValueError | TypeError | OverflowError)
 
+    def is_unavailable(self, error: BaseException) -> bool:
+        """Report whether `error` means the database cannot be reached now.
+
+        Such a call may succeed later unchanged, so callers retry it. An
+        embedded database is always reachable, hence False by default.
+        """
+        return False
+
     @abstractmethod
     def write_fixes(self, fixes: Sequence[Fix]) -> int:
         """Store the fixes and return how many were new.

@@ -12,20 +12,27 @@ so no write is ever rejected for its time. A maintenance run then:
    partition, moving those rows into it;
 3. creates the partitions from the current interval to `partitions_ahead`
    intervals after it;
-4. clusters closed partitions on their primary key (device, time), newest
+4. with `StorageLayout.covering_index`, builds the covering index on each
+   partition of positions that is not closed yet and lacks it;
+5. clusters closed partitions on their primary key (device, time), newest
    first and at most CLUSTER_PER_RUN per table per run. Fixes arrive in time
    order, so one device's day is spread over as many heap pages as it has
    fixes. Clustered, it fills a few dozen pages (see bench/RESULTS-store.md
    for the effect on fetch times). CLUSTER locks the partition while it
    rewrites it, 2.5 to 7 s for 1.4 million rows on the benchmark machine,
    so the store's writer waits at most its lock timeout and then spools.
+   A covering index is dropped before the CLUSTER, and each clustered
+   partition is then analyzed, so the planner's statistics record that its
+   rows are now in (device, time) order.
 
 New partitions are built as plain tables and then attached, because ATTACH
 PARTITION needs only a SHARE UPDATE EXCLUSIVE lock on the parent (PostgreSQL
 12 and later) while CREATE TABLE ... PARTITION OF takes ACCESS EXCLUSIVE,
 which would stall the gateway's inserts behind a long analyst query. Every
 step runs in its own transaction with a lock timeout, so a step that cannot
-get its locks is skipped and retried by the next run.
+get its locks is skipped and retried by the next run. The one exception is
+the covering index of an existing partition: CREATE INDEX CONCURRENTLY
+cannot run in a transaction, so it runs alone under the same lock timeout.
 """
 
 from __future__ import annotations
@@ -41,7 +48,12 @@ from psycopg import sql
 from psycopg.rows import TupleRow
 
 from postloan.store.base import MaintenanceReport
-from postloan.store.layout import TIME_SERIES_TABLES, StorageLayout
+from postloan.store.layout import (
+    COVERING_INDEX_SPEC,
+    COVERING_INDEX_SUFFIX,
+    TIME_SERIES_TABLES,
+    StorageLayout,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -146,8 +158,54 @@ class PartitionMaintainer:
             for gap_lower, gap_upper in uncovered(
                 lower, upper, list_partitions(conn, table)
             ):
-                self._create(conn, table, gap_lower, gap_upper, report)
+                self._create(conn, table, gap_lower, gap_upper, now, report)
+        if self._wants_covering_index(table):
+            for partition in list_partitions(conn, table):
+                if not _is_closed(partition, now):
+                    self._add_covering_index(conn, partition.name, report)
         self._cluster_closed(conn, table, now, report)
+
+    def _wants_covering_index(self, table: str) -> bool:
+        return self.layout.covering_index and table == "positions"
+
+    def _add_covering_index(
+        self, conn: Connection, partition: str, report: MaintenanceReport
+    ) -> None:
+        """Build the covering index on a partition that lacks a valid one.
+
+        CREATE INDEX CONCURRENTLY lets the gateway keep writing meanwhile. A
+        build that fails (a lock timeout, a cancel) leaves an invalid index,
+        which the next run drops and builds again.
+        """
+        index = f"{partition}{COVERING_INDEX_SUFFIX}"
+        valid = _index_validity(conn, index)
+        if valid:
+            return
+        try:
+            conn.execute(
+                sql.SQL("SET lock_timeout = {}").format(
+                    sql.Literal(f"{self.lock_timeout_ms}ms")
+                )
+            )
+            if valid is False:
+                conn.execute(
+                    sql.SQL("DROP INDEX CONCURRENTLY {}").format(sql.Identifier(index))
+                )
+            conn.execute(
+                sql.SQL("CREATE INDEX CONCURRENTLY {} ON {} {}").format(
+                    sql.Identifier(index),
+                    sql.Identifier(partition),
+                    sql.SQL(COVERING_INDEX_SPEC),
+                )
+            )
+        except psycopg.errors.LockNotAvailable:
+            logger.warning("covering index %s not built: its locks were busy", index)
+            report.skipped.append(index)
+            return
+        finally:
+            if not conn.broken:
+                conn.execute("RESET lock_timeout")
+        logger.info("built covering index %s", index)
 
     def _cluster_closed(
         self, conn: Connection, table: str, now: datetime, report: MaintenanceReport
@@ -155,7 +213,7 @@ class PartitionMaintainer:
         closed = [
             partition
             for partition in reversed(list_partitions(conn, table))
-            if partition.upper <= now - CLOSED_AFTER
+            if _is_closed(partition, now)
         ]
         done = 0
         for partition in closed:
@@ -164,14 +222,29 @@ class PartitionMaintainer:
             key = _primary_key_index(conn, partition.name)
             if key is None or key[1] or _is_empty(conn, partition.name):
                 continue
+            table_name = sql.Identifier(partition.name)
             try:
                 with conn.transaction():
                     self._set_lock_timeout(conn)
+                    # A clustered partition keeps each device-day on a few
+                    # pages, so the covering index no longer saves reads
+                    # there. Dropping it first also spares CLUSTER a rebuild.
                     conn.execute(
-                        sql.SQL("CLUSTER {} USING {}").format(
-                            sql.Identifier(partition.name), sql.Identifier(key[0])
+                        sql.SQL("DROP INDEX IF EXISTS {}").format(
+                            sql.Identifier(f"{partition.name}{COVERING_INDEX_SUFFIX}")
                         )
                     )
+                    conn.execute(
+                        sql.SQL("CLUSTER {} USING {}").format(
+                            table_name, sql.Identifier(key[0])
+                        )
+                    )
+                    # CLUSTER keeps the planner statistics from before the
+                    # rewrite, and autovacuum does not analyze a partition
+                    # that takes no more writes. The old statistics plan a
+                    # device-day read as a bitmap heap scan and a sort. Fresh
+                    # ones plan an index scan, which needs no sort.
+                    conn.execute(sql.SQL("ANALYZE {}").format(table_name))
             except psycopg.errors.LockNotAvailable:
                 logger.warning("partition %s not clustered: locks busy", partition.name)
                 report.skipped.append(partition.name)
@@ -195,9 +268,13 @@ class PartitionMaintainer:
         table: str,
         lower: datetime,
         upper: datetime,
+        now: datetime,
         report: MaintenanceReport,
     ) -> None:
         name = partition_name(table, lower)
+        covering = self._wants_covering_index(table) and not _is_closed(
+            Partition(name, lower, upper), now
+        )
         parent = sql.Identifier(table)
         default = sql.Identifier(f"{table}_default")
         child = sql.Identifier(name)
@@ -223,6 +300,16 @@ class PartitionMaintainer:
                         "INSERT INTO {child} SELECT * FROM moved"
                     ).format(default=default, child=child, **bounds)
                 ).rowcount
+                if covering:
+                    # Built before the attach, while the new table is still
+                    # private to this transaction.
+                    conn.execute(
+                        sql.SQL("CREATE INDEX {} ON {} {}").format(
+                            sql.Identifier(f"{name}{COVERING_INDEX_SUFFIX}"),
+                            child,
+                            sql.SQL(COVERING_INDEX_SPEC),
+                        )
+                    )
                 conn.execute(
                     sql.SQL(
                         "ALTER TABLE {} ATTACH PARTITION {} "
@@ -291,6 +378,20 @@ def is_partitioned(conn: Connection, table: str) -> bool:
         (table,),
     ).fetchone()
     return bool(row and row[0])
+
+
+def _is_closed(partition: Partition, now: datetime) -> bool:
+    return partition.upper <= now - CLOSED_AFTER
+
+
+def _index_validity(conn: Connection, index: str) -> bool | None:
+    """Return whether the index is valid, or None if it does not exist."""
+    row = conn.execute(
+        "SELECT i.indisvalid FROM pg_catalog.pg_index i "
+        "WHERE i.indexrelid = to_regclass(%s)",
+        (sql.Identifier(index).as_string(conn),),
+    ).fetchone()
+    return None if row is None else bool(row[0])
 
 
 def _is_empty(conn: Connection, table: str) -> bool:

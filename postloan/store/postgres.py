@@ -34,7 +34,7 @@ from psycopg.pq import TransactionStatus
 from psycopg.rows import TupleRow
 from psycopg.types.json import set_json_dumps
 
-from postloan.model import EMPTY, DeviceEvent, FenceEvent, Fix
+from postloan.model import EMPTY, DeviceEvent, FenceEvent, Fix, fixes_from_columns
 from postloan.store.base import (
     BindingNotFoundError,
     BindingRecord,
@@ -173,9 +173,12 @@ class PostgresStore(Store):
     """A track store in one PostgreSQL schema.
 
     Writes share one connection under a lock. Reads take a connection from a
-    small pool, so a long export does not hold up the gateway's writes. When
-    the writer connection breaks (a server restart, say), the write that hit
-    the failure raises and the next write opens a new connection.
+    small pool, so a long export does not hold up the gateway's writes.
+    Connections open on first use, so a store can be made while the server
+    is down; each call then raises `psycopg.OperationalError` (see
+    `is_unavailable`) until the server answers. When the writer connection
+    breaks (a server restart, say), the write that hit the failure raises and
+    the next write opens a new connection.
     """
 
     # SQL of the queries that the `Store` base class runs on this backend.
@@ -230,28 +233,51 @@ class PostgresStore(Store):
         self._closed = False
         self._write_lock = threading.Lock()
         self._known_heads: dict[str, datetime] = {}
-        self._writer = self._connect_writer()
+        # Opened by the first write, and again after the connection broke.
+        self._writer: Connection | None = None
         self._readers: ConnectionPool[Connection] = ConnectionPool(
             self._connect, Connection.close, _is_idle, max_size=readers
         )
-        try:
-            self.timescaledb: bool = self._detect_timescaledb()
-        except BaseException:
-            self.close()
-            raise
+        self._timescaledb: bool | None = None
+
+    @property
+    def timescaledb(self) -> bool:
+        """Whether the server offers TimescaleDB; asked once, on first use."""
+        if self._timescaledb is None:
+            self._timescaledb = self._detect_timescaledb()
+        return self._timescaledb
+
+    def is_unavailable(self, error: BaseException) -> bool:
+        # Refused or lost connections, a server starting up or shutting down,
+        # and lock timeouts are all OperationalError.
+        # NOTE: so are a wrong password and a missing role or database (libpq
+        # reports them without a SQLSTATE), which are then retried as outages.
+        return isinstance(error, psycopg.OperationalError)
 
     def _connect(self) -> Connection:
         conn = psycopg.connect(
             self._dsn, autocommit=True, connect_timeout=self._connect_timeout_s
         )
-        conn.execute("SET TIME ZONE 'UTC'")
-        conn.execute(
-            sql.SQL("SET search_path TO {}").format(sql.Identifier(self.schema))
-        )
+        try:
+            conn.execute("SET TIME ZONE 'UTC'")
+            conn.execute(
+                sql.SQL("SET search_path TO {}").format(sql.Identifier(self.schema))
+            )
+        except BaseException:
+            conn.close()
+            raise
         return conn
 
     def _connect_writer(self) -> Connection:
         conn = self._connect()
+        try:
+            self._prepare_writer(conn)
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    def _prepare_writer(self, conn: Connection) -> None:
         conn.execute(_CREATE_STAGE)
         # Binary COPY into jsonb serialises attribute mappings with this.
         set_json_dumps(_dump_attributes, context=conn)
@@ -267,7 +293,6 @@ class PostgresStore(Store):
                 sql.Literal(f"{WRITER_LOCK_TIMEOUT_S}s")
             )
         )
-        return conn
 
     def _detect_timescaledb(self) -> bool:
         """Report whether the server offers TimescaleDB, installed or not."""
@@ -282,11 +307,14 @@ class PostgresStore(Store):
         with self._write_lock:
             if self._closed:
                 raise RuntimeError("the store is closed")
-            if self._writer.broken or self._writer.closed:
-                self._writer.close()
-                self._writer = self._connect_writer()
-            with self._writer.transaction():
-                yield self._writer
+            writer = self._writer
+            if writer is None or writer.broken or writer.closed:
+                if writer is not None:
+                    writer.close()
+                    self._writer = None
+                writer = self._writer = self._connect_writer()
+            with writer.transaction():
+                yield writer
 
     def _query(
         self,
@@ -331,7 +359,7 @@ class PostgresStore(Store):
                 pass
         finally:
             with self._write_lock:
-                if not self._writer.broken:
+                if self._writer is not None and not self._writer.broken:
                     self._writer.execute(
                         "SELECT pg_advisory_unlock(hashtext(%s))", (lock_name,)
                     )
@@ -546,7 +574,7 @@ class PostgresStore(Store):
         if limit is not None:
             query += f" LIMIT {int(limit)}"
         rows = self._query(query, [device_id, *params], binary=True)
-        return [_track_fix(device_id, row) for row in rows]
+        return _track_fixes(device_id, rows)
 
     def iter_track(
         self,
@@ -568,7 +596,7 @@ class PostgresStore(Store):
         where = _where(["device_id = %s", *clauses])
         query = f"SELECT {_TRACK_COLUMNS} FROM positions{where} ORDER BY time"
         for rows in self._stream(query, [device_id, *params], batch):
-            yield from (_track_fix(device_id, row) for row in rows)
+            yield from _track_fixes(device_id, rows)
 
     def _area_rows(
         self,
@@ -725,7 +753,8 @@ class PostgresStore(Store):
                 return
             self._closed = True
             self._readers.close()
-            self._writer.close()
+            if self._writer is not None:
+                self._writer.close()
 
 
 def _is_idle(conn: Connection) -> bool:
@@ -790,19 +819,18 @@ def _fix_from_row(row: Sequence[Any]) -> Fix:
     )
 
 
-def _track_fix(device_id: str, row: Sequence[Any]) -> Fix:
-    time, lat, lon, speed, course, altitude, valid, sats, attrs = row
-    return Fix(
+def _track_fixes(device_id: str, rows: Sequence[Sequence[Any]]) -> list[Fix]:
+    """Build fixes from rows of _TRACK_COLUMNS, converting them column by column."""
+    if not rows:
+        return []
+    times, *columns, attributes = zip(*rows, strict=True)
+    return fixes_from_columns(
         device_id,
-        _utc(time),
-        lat,
-        lon,
-        speed,
-        course,
-        altitude,
-        valid,
-        sats,
-        EMPTY if attrs is None else JsonAttributes(attrs),
+        [
+            list(map(_utc, times)),
+            *columns,
+            [EMPTY if text is None else JsonAttributes(text) for text in attributes],
+        ],
     )
 
 

@@ -207,41 +207,127 @@ class _DayTotals:
 
 
 @dataclass(slots=True)
+class _Candidate:
+    """A fix that needs a later fix to agree with it before it counts.
+
+    `repeats` are later fixes at exactly the same position, held with it.
+    """
+
+    first: Fix
+    repeats: list[Fix] = field(default_factory=list)
+
+    def fixes(self) -> Iterator[Fix]:
+        yield self.first
+        yield from self.repeats
+
+
+@dataclass(slots=True)
 class _Odometer:
-    """Sums distances between consecutive plausible fixes, split by local day."""
+    """Sums distances between consecutive plausible fixes, split by local day.
+
+    A fix is plausible when it can be reached from the last counted fix at no
+    more than `max_speed_kmh`. Trackers often resend their last position for
+    a while (no new GPS solution yet) and then report the real one. So the
+    time allowed for a leg runs from `moved_at`, the first report of the last
+    counted position, not from its latest repeat. Such a leg, plausible only
+    because of the repeats, is a `_Candidate`: it counts once the next fix at
+    another position agrees with it (plausible from it). Without that check,
+    a far outlier after a long stop would count. A fix that disagrees with
+    both the candidate and the last counted fix is set aside as a jump and
+    the candidate kept. A candidate still open when the fixes end counts.
+    """
 
     zone: tzinfo
     max_speed_kmh: float
     days: dict[date, _DayTotals] = field(default_factory=dict)
     previous: Fix | None = None
+    moved_at: datetime | None = None
+    candidate: _Candidate | None = None
     rejected: Fix | None = None
 
     def feed(self, fix: Fix) -> None:
         if self.previous is None:
             self._accept(None, fix)
-        elif self._plausible(self.previous, fix):
-            self._accept(self.previous, fix)
-        elif self.rejected is not None and self._plausible(self.rejected, fix):
+            return
+        candidate = self.candidate
+        if candidate is not None:
+            if _same_place(candidate.first, fix):
+                candidate.repeats.append(fix)
+                return
+            if self._agrees_with(candidate.first, fix):
+                self._confirm(candidate)
+            elif self._from_previous(fix) or self._agrees_with_rejected(fix):
+                # The fix goes on from the counted track, or from the place
+                # a rejected fix reported: the candidate was the outlier.
+                self._discard(candidate)
+            else:
+                self._reject(fix)
+                return
+            self.candidate = None
+        self._feed_after(self.previous, fix)
+
+    def _feed_after(self, previous: Fix, fix: Fix) -> None:
+        if _same_place(previous, fix) or self._plausible(previous, previous.time, fix):
+            self._accept(previous, fix)
+        elif self._from_previous(fix):
+            self.candidate = _Candidate(fix)
+        elif self.rejected is not None and self._agrees_with(self.rejected, fix):
             # Two fixes agree on the new place: the device really is there
             # (the previous fix was the bad one, or it moved unseen), so the
             # track resumes from the rejected fix without counting the jump.
-            self._accept(self.rejected, fix)
+            rejected = self.rejected
+            self._accept(rejected, fix)
+            if _same_place(rejected, fix):
+                self.moved_at = rejected.time
         else:
-            self.rejected = fix
-            self._day(fix.time).jumps += 1
+            self._reject(fix)
 
-    def _plausible(self, a: Fix, b: Fix) -> bool:
-        seconds = (b.time - a.time).total_seconds()
+    def finish(self) -> None:
+        """Count a candidate left open by the last fix."""
+        # NOTE: so a far outlier that is the very last fix after a long run of
+        # one position counts, because no later fix can contradict it.
+        if self.candidate is not None:
+            self._confirm(self.candidate)
+            self.candidate = None
+
+    def _from_previous(self, fix: Fix) -> bool:
+        """Report whether `fix` is plausible timed from the last change of position."""
+        assert self.previous is not None and self.moved_at is not None
+        return self._plausible(self.previous, self.moved_at, fix)
+
+    def _agrees_with_rejected(self, fix: Fix) -> bool:
+        return self.rejected is not None and self._agrees_with(self.rejected, fix)
+
+    def _agrees_with(self, earlier: Fix, fix: Fix) -> bool:
+        return self._plausible(earlier, earlier.time, fix)
+
+    def _plausible(self, a: Fix, since: datetime, b: Fix) -> bool:
+        seconds = (b.time - since).total_seconds()
         metres = _distance_m(a, b)
         if seconds <= 0:
             return metres == 0
         return metres / seconds * 3.6 <= self.max_speed_kmh
+
+    def _confirm(self, candidate: _Candidate) -> None:
+        self._accept(self.previous, candidate.first)
+        for repeat in candidate.repeats:
+            self._accept(candidate.first, repeat)
+
+    def _discard(self, candidate: _Candidate) -> None:
+        for fix in candidate.fixes():
+            self._day(fix.time).jumps += 1
+
+    def _reject(self, fix: Fix) -> None:
+        self.rejected = fix
+        self._day(fix.time).jumps += 1
 
     def _accept(self, start: Fix | None, fix: Fix) -> None:
         self._day(fix.time).fixes += 1
         if start is not None:
             for day, metres in self._split_by_day(start, fix):
                 self._day_of(day).metres += metres
+        if start is None or not _same_place(start, fix):
+            self.moved_at = fix.time
         self.previous, self.rejected = fix, None
 
     def _split_by_day(self, a: Fix, b: Fix) -> Iterator[tuple[date, float]]:
@@ -270,6 +356,10 @@ class _Odometer:
         return self.days.setdefault(day, _DayTotals())
 
 
+def _same_place(a: Fix, b: Fix) -> bool:
+    return a.latitude == b.latitude and a.longitude == b.longitude
+
+
 def daily_mileage(
     fixes: Iterable[Fix],
     *,
@@ -278,12 +368,16 @@ def daily_mileage(
 ) -> list[DailyMileage]:
     """Return one device's distance per day of `zone`, in day order.
 
-    Only valid fixes count. A fix that could only be reached from the last
-    counted fix faster than `max_speed_kmh` is a jump and is skipped, unless
-    the fix after it agrees with it (see `_Odometer.feed`). A leg that spans
-    local midnight is shared between the two days in proportion to time, and
-    days are local calendar days, so a DST change gives a 23- or 25-hour day.
-    Raises ``zoneinfo.ZoneInfoNotFoundError`` for an unknown zone name.
+    Only valid fixes count. Speeds are timed from the first report of the
+    last counted position, so a position a tracker repeated for a while and
+    then left counts in full. A fix that could only be reached faster than
+    `max_speed_kmh` is a jump and is skipped, unless the fix after it agrees
+    with it; a single far fix that the next one contradicts adds nothing (see
+    `_Odometer`). Each valid fix adds 1 to `fixes` or to `jumps_filtered` of
+    its day. A leg that spans local midnight is shared between the two days
+    in proportion to time, and days are local calendar days, so a DST change
+    gives a 23- or 25-hour day. Raises ``zoneinfo.ZoneInfoNotFoundError`` for
+    an unknown zone name.
     """
     if max_speed_kmh <= 0:
         raise ValueError(f"max_speed_kmh must be positive, got {max_speed_kmh}")
@@ -295,6 +389,7 @@ def daily_mileage(
         if fix.valid:
             device_id = fix.device_id
             odometer.feed(fix)
+    odometer.finish()
     return [
         DailyMileage(device_id, day, totals.metres / 1000, totals.fixes, totals.jumps)
         for day, totals in sorted(odometer.days.items())

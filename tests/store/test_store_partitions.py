@@ -429,6 +429,34 @@ def test_maintain_clusters_closed_partition_once(
     assert layout_store.track("dev1") == fixes[1::3]
 
 
+def column_correlation(dsn: str, schema: str, table: str, column: str) -> float | None:
+    """Return the planner's physical-order correlation of a column, None if unset."""
+    with psycopg.connect(dsn) as conn:
+        row = conn.execute(
+            "SELECT correlation FROM pg_stats "
+            "WHERE schemaname = %s AND tablename = %s AND attname = %s",
+            (schema, table, column),
+        ).fetchone()
+    return None if row is None else float(row[0])
+
+
+@needs_postgres
+def test_maintain_analyzes_clustered_partition(
+    layout_store: PostgresStore, pg_dsn: str, pg_schema: str
+) -> None:
+    # Written in time order, so the heap interleaves the three devices.
+    fixes = [fix_at(NOW + timedelta(minutes=m), f"dev{m % 3}") for m in range(300)]
+    layout_store.write_fixes(fixes)
+
+    report = layout_store.maintain(NOW + 2 * DAY)
+    correlation = column_correlation(
+        pg_dsn, pg_schema, "positions_p20240501", "device_id"
+    )
+
+    assert "positions_p20240501" in report.clustered
+    assert correlation == pytest.approx(1.0)
+
+
 @needs_postgres
 def test_maintain_leaves_open_and_empty_partitions_unclustered(
     layout_store: PostgresStore, pg_dsn: str, pg_schema: str
