@@ -6,8 +6,11 @@ Topics and the JSON payload schema are described in docs/mqtt.md.
 from postloan.bus.publisher import BusPublisher
 from postloan.bus.schema import (
     SCHEMA_VERSION,
+    decode_event,
     decode_fix,
+    encode_event,
     encode_fix,
+    event_topic,
     partition_of,
     position_topic,
 )
@@ -15,8 +18,11 @@ from postloan.bus.schema import (
 __all__ = [
     "SCHEMA_VERSION",
     "BusPublisher",
+    "decode_event",
     "decode_fix",
+    "encode_event",
     "encode_fix",
+    "event_topic",
     "partition_of",
     "position_topic",
 ]

@@ -1,11 +1,12 @@
-"""Publish stored fixes to the MQTT bus through a durable local queue.
+"""Publish stored fixes and device events to the MQTT bus through a durable queue.
 
-The gateway hands each batch to `BusPublisher.publish_fixes` once the store
+The gateway hands each batch to `BusPublisher.publish_records` once the store
 contains it. The batch is appended to an on-disk spool (the same crash-safe
 format as the store writer's spool) and consumed only after the broker has
 acknowledged every message of it (QoS 1 PUBACK). A broker restart therefore
 loses nothing, and a batch cut off mid-way is published again in full, so
-consumers see duplicates and must drop them by (device, fix time).
+consumers see duplicates and must drop them by (device, fix time) for fixes
+and (device, time, kind) for events.
 """
 
 from __future__ import annotations
@@ -28,11 +29,13 @@ from postloan.bus.schema import (
     SCHEMA_VERSION,
     broker_address,
     command_response_topic,
+    encode_event,
     encode_fix,
+    event_topic,
     position_topic,
 )
 from postloan.config import BusConfig
-from postloan.model import Fix
+from postloan.model import DeviceEvent, Fix
 from postloan.store.spool import (
     RecordBatch,
     Spool,
@@ -40,6 +43,7 @@ from postloan.store.spool import (
     decode_batch,
     encode_batch,
 )
+from postloan.times import format_time
 
 log = logging.getLogger(__name__)
 
@@ -55,12 +59,19 @@ class PublisherStats:
     fixes_queued: int = 0
     fixes_published: int = 0
     fixes_dropped: int = 0
+    events_queued: int = 0
+    events_published: int = 0
+    events_dropped: int = 0
     connects: int = 0
     connect_failures: int = 0
 
 
 class BusPublisher:
-    """Publish fixes to ``postloan/v1/positions/<partition>/<device_id>`` at QoS 1."""
+    """Publish fixes and device events to their partitioned topics at QoS 1.
+
+    Fixes go to ``postloan/v1/positions/<partition>/<device_id>`` and device
+    events to ``postloan/v1/events/<partition>/<device_id>``.
+    """
 
     def __init__(self, config: BusConfig) -> None:
         self.config = config
@@ -78,13 +89,20 @@ class BusPublisher:
         """Batches not yet acknowledged by the broker."""
         return len(self._memory) + self._queue.records
 
+    def publish_records(
+        self, fixes: Sequence[Fix], events: Sequence[DeviceEvent] = ()
+    ) -> None:
+        """Queue stored fixes and device events; returns at once (event loop thread)."""
+        if not fixes and not events:
+            return
+        self._memory.append(RecordBatch(list(fixes), list(events), []))
+        self.stats.fixes_queued += len(fixes)
+        self.stats.events_queued += len(events)
+        self._wakeup.set()
+
     def publish_fixes(self, fixes: Sequence[Fix]) -> None:
         """Queue stored fixes for publishing; returns at once (event loop thread)."""
-        if not fixes:
-            return
-        self._memory.append(RecordBatch(list(fixes), [], []))
-        self.stats.fixes_queued += len(fixes)
-        self._wakeup.set()
+        self.publish_records(fixes)
 
     def publish_command_response(
         self, device_id: str, command_id: int, response: dict[str, Any]
@@ -94,7 +112,7 @@ class BusPublisher:
             "v": SCHEMA_VERSION,
             "device_id": device_id,
             "command_id": command_id,
-            "time": datetime.now(UTC).isoformat().replace("+00:00", "Z"),
+            "time": format_time(datetime.now(UTC)),
             "response": response,
         }
         payload = json.dumps(document, separators=(",", ":"), default=str)
@@ -179,24 +197,36 @@ class BusPublisher:
                         with contextlib.suppress(TimeoutError):
                             await asyncio.wait_for(self._wakeup.wait(), 1.0)
                     continue
-                fixes = [fix for p in payloads for fix in decode_batch(p).fixes]
-                await self._publish(client, fixes)
+                batches = [decode_batch(p) for p in payloads]
+                await self._publish(client, self._messages(batches))
                 await asyncio.to_thread(self._queue.consume, len(payloads))
-                self.stats.fixes_published += len(fixes)
+                self.stats.fixes_published += sum(len(b.fixes) for b in batches)
+                self.stats.events_published += sum(len(b.events) for b in batches)
 
-    async def _publish(self, client: aiomqtt.Client, fixes: Sequence[Fix]) -> None:
-        # Tasks call paho's publish in creation order on one connection, so
-        # one device's fixes reach the broker in the order they were stored.
+    def _messages(self, batches: Sequence[RecordBatch]) -> list[tuple[str, bytes]]:
+        """Return (topic, payload) of each fix and event, in the order stored."""
         partitions = self.config.partitions
-        for start in range(0, len(fixes), _PUBLISH_WINDOW):
+        messages: list[tuple[str, bytes]] = []
+        for batch in batches:
+            messages.extend(
+                (position_topic(fix.device_id, partitions), encode_fix(fix))
+                for fix in batch.fixes
+            )
+            messages.extend(
+                (event_topic(event.device_id, partitions), encode_event(event))
+                for event in batch.events
+            )
+        return messages
+
+    async def _publish(
+        self, client: aiomqtt.Client, messages: Sequence[tuple[str, bytes]]
+    ) -> None:
+        # Tasks call paho's publish in creation order on one connection, so
+        # one device's messages reach the broker in the order they were stored.
+        for start in range(0, len(messages), _PUBLISH_WINDOW):
             sends = [
-                client.publish(
-                    position_topic(fix.device_id, partitions),
-                    encode_fix(fix),
-                    qos=1,
-                    timeout=_PUBLISH_TIMEOUT_S,
-                )
-                for fix in fixes[start : start + _PUBLISH_WINDOW]
+                client.publish(topic, payload, qos=1, timeout=_PUBLISH_TIMEOUT_S)
+                for topic, payload in messages[start : start + _PUBLISH_WINDOW]
             ]
             await asyncio.gather(*sends)
 
@@ -212,14 +242,18 @@ class BusPublisher:
             batch = self._memory[0]
             try:
                 self._queue.append(encode_batch(batch))
-            except (SpoolError, OSError) as exc:
-                # The store contains these fixes, so only bus consumers miss them.
+            except (SpoolError, OSError, TypeError, ValueError) as exc:
+                # The store contains these records, so only bus consumers miss them.
                 self.stats.fixes_dropped += len(batch.fixes)
+                self.stats.events_dropped += len(batch.events)
+                first = batch.fixes[0] if batch.fixes else batch.events[0]
                 log.error(
-                    "bus queue %s rejected %d fixes of device %s, dropped: %s",
+                    "bus queue %s rejected %d fixes and %d events "
+                    "(first of device %s), dropped: %s",
                     self.config.queue_dir,
                     len(batch.fixes),
-                    batch.fixes[0].device_id,
+                    len(batch.events),
+                    first.device_id,
                     exc,
                 )
             self._memory.pop(0)

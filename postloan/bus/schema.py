@@ -9,11 +9,12 @@ from __future__ import annotations
 import json
 import zlib
 from collections.abc import Mapping
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 from urllib.parse import urlsplit
 
 from postloan.model import EMPTY, DeviceEvent, Fix
+from postloan.times import TimeValueError, format_time, parse_time
 
 SCHEMA_VERSION = 1
 PREFIX = f"postloan/v{SCHEMA_VERSION}"
@@ -52,9 +53,24 @@ def downlink_topic(device_id: str) -> str:
     return f"{PREFIX}/downlink/{device_id}"
 
 
-def position_filters(group: str, partitions: list[int]) -> list[str]:
-    """Return one MQTT v5 shared subscription of `group` per partition."""
-    return [f"$share/{group}/{PREFIX}/positions/{p}/#" for p in partitions]
+def position_filters(group: str | None, partitions: list[int]) -> list[str]:
+    """Return one topic filter per partition, shared by `group` unless it is None."""
+    share = "" if group is None else f"$share/{group}/"
+    return [f"{share}{PREFIX}/positions/{p}/#" for p in partitions]
+
+
+def event_filters(group: str | None, partitions: list[int]) -> list[str]:
+    """Return one event topic filter per partition, shared by `group` unless None."""
+    share = "" if group is None else f"$share/{group}/"
+    return [f"{share}{PREFIX}/events/{p}/#" for p in partitions]
+
+
+def topic_kind(topic: str) -> str:
+    """Return "positions", "events" or another level 3 of a bus topic."""
+    levels = topic.split("/")
+    if len(levels) < 3 or "/".join(levels[:2]) != PREFIX:
+        raise PayloadError(f"topic {topic!r} is not under {PREFIX}/")
+    return levels[2]
 
 
 def worker_partitions(partitions: int, index: int, count: int) -> list[int]:
@@ -78,19 +94,16 @@ def broker_address(url: str) -> tuple[str, int]:
 def _iso(value: datetime) -> str:
     if value.tzinfo is None:
         raise PayloadError(f"fix time {value!r} has no time zone")
-    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+    return format_time(value)
 
 
 def _parse_time(text: Any) -> datetime:
     if not isinstance(text, str):
         raise PayloadError(f"invalid time {text!r}: expected an ISO-8601 string")
     try:
-        value = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError as exc:
-        raise PayloadError(f"invalid time {text!r}: {exc}") from exc
-    if value.tzinfo is None:
-        raise PayloadError(f"invalid time {text!r}: no UTC offset")
-    return value.astimezone(UTC)
+        return parse_time(text)
+    except TimeValueError as exc:
+        raise PayloadError(str(exc)) from exc
 
 
 def encode_fix(fix: Fix) -> bytes:
@@ -139,6 +152,26 @@ def encode_event(event: DeviceEvent) -> bytes:
         "attributes": dict(event.attributes),
     }
     return json.dumps(document, separators=(",", ":"), default=str).encode()
+
+
+def decode_event(payload: bytes | str) -> DeviceEvent:
+    """Parse a device event payload; raises PayloadError when it is invalid."""
+    document = _load(payload)
+    try:
+        kind = document["kind"]
+        if not isinstance(kind, str) or not kind:
+            raise ValueError(f"invalid kind {kind!r}: expected a non-empty string")
+        attributes = document.get("attributes") or EMPTY
+        if not isinstance(attributes, Mapping):
+            raise ValueError(f"invalid attributes {attributes!r}: expected an object")
+        return DeviceEvent(
+            device_id=str(document["device_id"]),
+            time=_parse_time(document["time"]),
+            kind=kind,
+            attributes=attributes,
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        raise PayloadError(f"invalid event payload: {exc!r}") from exc
 
 
 def _load(payload: bytes | str) -> Mapping[str, Any]:

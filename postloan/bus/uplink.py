@@ -4,7 +4,10 @@ A tracker publishes positions to ``postloan/v1/uplink/<device_id>``, one
 position object (the fields of docs/mqtt.md, ``device_id`` optional) or a
 JSON array of them, and publishes command responses to
 ``postloan/v1/uplink/<device_id>/response``. Queued commands of protocol
-``mqtt`` go out on ``postloan/v1/downlink/<device_id>``.
+``mqtt`` go out on ``postloan/v1/downlink/<device_id>``, and a sent command
+without a response after ``[gateway] command_timeout_s`` is marked
+``timeout``, as for TCP devices. Both follow the store's command records, so
+they hold across a gateway restart.
 """
 
 from __future__ import annotations
@@ -28,9 +31,11 @@ from postloan.bus.schema import (
     decode_fix,
     downlink_topic,
 )
+from postloan.commands import command_expired
 from postloan.config import Config
 from postloan.model import Fix
-from postloan.store import Store
+from postloan.outage import OutageLog
+from postloan.store import CommandNotFoundError, CommandTransitionError, Store
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +64,8 @@ class MqttDevices:
         self.poll_interval = poll_interval
         self.fixes_received = 0
         self.rejected = 0
+        self.commands_sent = 0
+        self.commands_timed_out = 0
 
     async def run(self, stop: asyncio.Event) -> None:
         """Serve MQTT trackers until `stop`, reconnecting with capped back-off."""
@@ -141,45 +148,88 @@ class MqttDevices:
         command_id = document.get("command_id")
         if not isinstance(command_id, int):
             raise PayloadError(f"response of device {device_id} has no command_id")
-        await asyncio.to_thread(
-            self.store.update_command,
-            command_id,
-            "answered",
-            at=datetime.now(UTC),
-            response=document,
-        )
+        try:
+            await asyncio.to_thread(
+                self.store.update_command,
+                command_id,
+                "answered",
+                at=datetime.now(UTC),
+                response=document,
+            )
+        except (CommandNotFoundError, CommandTransitionError) as exc:
+            raise PayloadError(
+                f"response of device {device_id} not recorded: {exc}"
+            ) from exc
         log.info("command %d answered by MQTT device %s", command_id, device_id)
 
     async def _send_commands(self, client: aiomqtt.Client) -> None:
-        # TODO: mark sent MQTT commands timeout after [gateway] command_timeout_s.
+        outage = OutageLog(log, "MQTT command dispatch")
         while True:
-            queued = await asyncio.to_thread(self.store.commands, None, "queued")
-            for command in queued:
-                if command.protocol != PROTOCOL:
-                    continue
-                body = {
-                    "v": SCHEMA_VERSION,
-                    "command_id": command.command_id,
-                    "kind": command.kind,
-                    "payload": dict(command.payload),
-                }
-                # Marked sent first, so a fast response never races the update.
-                await asyncio.to_thread(
-                    self.store.update_command,
-                    command.command_id,
-                    "sent",
-                    at=datetime.now(UTC),
-                )
-                await client.publish(
-                    downlink_topic(command.device_id), json.dumps(body), qos=1
-                )
-                log.info(
-                    "command %d (%s) sent to MQTT device %s",
-                    command.command_id,
-                    command.kind,
-                    command.device_id,
-                )
+            try:
+                await self._send_queued(client)
+                await self._expire_sent()
+            except aiomqtt.MqttError:
+                raise
+            except Exception as exc:  # the store is down: keep polling
+                outage.failed(exc)
+            else:
+                outage.succeeded()
             await asyncio.sleep(self.poll_interval)
+
+    async def _send_queued(self, client: aiomqtt.Client) -> None:
+        queued = await asyncio.to_thread(self.store.commands, None, "queued")
+        now = datetime.now(UTC)
+        for command in queued:
+            # The gateway's command poll marks an expired command failed.
+            if command.protocol != PROTOCOL or command_expired(command.payload, now):
+                continue
+            body = {
+                "v": SCHEMA_VERSION,
+                "command_id": command.command_id,
+                "kind": command.kind,
+                "payload": dict(command.payload),
+            }
+            # Marked sent first, so a fast response never races the update.
+            await asyncio.to_thread(
+                self.store.update_command,
+                command.command_id,
+                "sent",
+                at=datetime.now(UTC),
+            )
+            await client.publish(
+                downlink_topic(command.device_id), json.dumps(body), qos=1
+            )
+            log.info(
+                "command %d (%s) sent to MQTT device %s",
+                command.command_id,
+                command.kind,
+                command.device_id,
+            )
+            self.commands_sent += 1
+
+    async def _expire_sent(self) -> None:
+        """Mark MQTT commands sent over ``command_timeout_s`` ago ``timeout``."""
+        sent = await asyncio.to_thread(self.store.commands, None, "sent")
+        timeout = timedelta(seconds=self.config.gateway.command_timeout_s)
+        now = datetime.now(UTC)
+        for command in sent:
+            sent_at = command.sent_at or command.updated_at
+            if command.protocol != PROTOCOL or now - sent_at < timeout:
+                continue
+            try:
+                await asyncio.to_thread(
+                    self.store.update_command, command.command_id, "timeout", at=now
+                )
+            except CommandTransitionError:
+                continue  # the response arrived after the read
+            self.commands_timed_out += 1
+            log.warning(
+                "command %d (%s) to MQTT device %s timed out after %.0f s",
+                command.command_id,
+                command.kind,
+                command.device_id,
+                timeout.total_seconds(),
+            )
 
 
 def parse_positions(device_id: str, payload: bytes | str) -> list[Fix]:

@@ -1,12 +1,19 @@
-"""Bus workers: store, fence and risk consumers of the position topics.
+"""Bus workers: store, fence and risk consumers of the position and event topics.
 
-A worker subscribes with MQTT v5 shared subscriptions
-(``$share/postloan-<role>/postloan/v1/positions/<partition>/#``) to the
-partitions p with ``p % worker_count == worker_index``. Give each worker of
-a role its own index, so every device (one partition) goes to one worker
-and its fixes arrive in order. A second worker with the same index joins the
-same shared group as a standby, but then the broker alternates messages
-between the two and the order per device is lost.
+A worker subscribes to the partitions p with ``p % worker_count ==
+worker_index`` (``postloan/v1/positions/<partition>/#``, and the ``events``
+topics for a consumer of device events). Give each worker of a role its own
+index, so every device (one partition) goes to one worker and its messages
+arrive in order. With ``[bus] shared_subscriptions`` true the filters carry
+the MQTT v5 share prefix ``$share/<group>-<role>/``, and a second worker with
+the same index joins the group as a standby; the broker then alternates
+messages between the two and the order per device is lost.
+
+A worker sends the PUBACK of a message only after its consumer has handled
+the batch that contains it. The broker keeps an unacknowledged message in the
+worker's session and sends it again when the worker reconnects, so a worker
+killed mid-batch loses nothing. Consumers see the repeated messages and drop
+them: the store by its unique keys, fence and risk consumers by fix time.
 """
 
 from __future__ import annotations
@@ -18,7 +25,7 @@ import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 import aiomqtt
 from paho.mqtt.packettypes import PacketTypes
@@ -27,23 +34,41 @@ from paho.mqtt.properties import Properties
 from postloan.bus.schema import (
     PayloadError,
     broker_address,
+    decode_event,
     decode_fix,
+    event_filters,
     position_filters,
+    topic_kind,
     worker_partitions,
 )
 from postloan.config import BusConfig
-from postloan.model import FenceEvent, Fix
+from postloan.model import DeviceEvent, FenceEvent, Fix
 from postloan.store import Store
 
 log = logging.getLogger(__name__)
 
 ROLES = ("store", "fence", "risk")
-_BATCH_SIZE = 500
+BATCH_SIZE = 500
 _BATCH_WAIT_S = 0.05
+# MQTT 5 Receive Maximum of a worker: QoS 1 messages the broker may send
+# before their PUBACK, here the protocol's maximum. PUBACKs wait until a batch
+# is handled. Without this property Mosquitto 2.0 sends 20 at a time (its
+# max_inflight_messages), and it queues at most max_queued_messages (1000)
+# more per session and drops the rest, so a lagging worker would lose messages.
+RECEIVE_MAXIMUM = 65_535
 
 
 class Consumer(Protocol):
     async def handle(self, fixes: Sequence[Fix]) -> None: ...
+
+
+@runtime_checkable
+class EventConsumer(Protocol):
+    """A consumer that also takes device events; its worker subscribes to them."""
+
+    async def handle(self, fixes: Sequence[Fix]) -> None: ...
+
+    async def handle_events(self, events: Sequence[DeviceEvent]) -> None: ...
 
 
 class LastSeen:
@@ -71,14 +96,24 @@ class LastSeen:
 
 
 class StoreConsumer:
-    """Write bus fixes to this process's store; the store skips duplicates."""
+    """Write bus fixes and device events to this process's store.
+
+    The store skips a fix it contains by (device, fix time) and an event by
+    (device, time, kind), so repeated messages are written once.
+    """
 
     def __init__(self, store: Store) -> None:
         self.store = store
         self.stored = 0
+        self.events_stored = 0
 
     async def handle(self, fixes: Sequence[Fix]) -> None:
         self.stored += await asyncio.to_thread(self.store.write_fixes, fixes)
+
+    async def handle_events(self, events: Sequence[DeviceEvent]) -> None:
+        self.events_stored += await asyncio.to_thread(
+            self.store.write_device_events, events
+        )
 
 
 class FenceConsumer:
@@ -98,22 +133,6 @@ class FenceConsumer:
             )
 
 
-class RiskConsumer:
-    """Keep the newest fix per device for the risk engine.
-
-    TODO: feed postloan.risk signals from here; the risk engine now reads
-    tracks from the store on its own schedule.
-    """
-
-    def __init__(self) -> None:
-        self.last_seen = LastSeen()
-        self.latest: dict[str, Fix] = {}
-
-    async def handle(self, fixes: Sequence[Fix]) -> None:
-        for fix in self.last_seen.fresh(fixes):
-            self.latest[fix.device_id] = fix
-
-
 @dataclass(frozen=True, slots=True)
 class _Session:
     client_id: str
@@ -131,11 +150,14 @@ async def consume(
     group: str | None = None,
     session_expiry_s: int | None = None,
 ) -> None:
-    """Feed position messages of this worker's partitions to `consumer` until `stop`.
+    """Feed the messages of this worker's partitions to `consumer` until `stop`.
 
+    Position messages go to ``consumer.handle``, and device events to
+    ``consumer.handle_events`` when the consumer has it (`EventConsumer`).
     Reconnects with capped, jittered back-off. The session outlives a
     disconnect by `session_expiry_s`, so the broker keeps QoS 1 messages
-    meanwhile. The keyword arguments override ``[bus]`` for tests.
+    meanwhile, including those sent but not acknowledged. The keyword
+    arguments override ``[bus]`` for tests.
     """
     failures = 0
     session = _Session(
@@ -175,39 +197,61 @@ async def _consume_connected(
     identifier = session.client_id
     properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
     properties.SessionExpiryInterval = session.expiry_s
+    properties.ReceiveMaximum = RECEIVE_MAXIMUM
     partitions = worker_partitions(
         config.partitions, config.worker_index, config.worker_count
     )
-    async with aiomqtt.Client(
+    client = aiomqtt.Client(
         host,
         port,
         identifier=identifier,
         protocol=aiomqtt.ProtocolVersion.V5,
         clean_start=False,
         properties=properties,
-    ) as client:
-        for topic_filter in position_filters(session.group, partitions):
+    )
+    # paho 2.2 sends the PUBACK right after its on_message callback unless
+    # manual ack is on. aiomqtt 2.5 has no option for it, but it keeps its paho
+    # client in `_client`. With manual ack, `_ack` sends each PUBACK later.
+    client._client.manual_ack_set(True)
+    async with client:
+        group = session.group if config.shared_subscriptions else None
+        filters = position_filters(group, partitions)
+        if isinstance(consumer, EventConsumer):
+            filters += event_filters(group, partitions)
+        for topic_filter in filters:
             await client.subscribe(topic_filter, qos=1)
         log.info(
             "%s worker %s subscribed to partitions %s", role, identifier, partitions
         )
         inbox: asyncio.Queue[aiomqtt.Message] = asyncio.Queue()
-        # A separate reader, because cancelling a wait on the client's message
-        # generator would close the generator.
+        # A separate reader, so that a batch wait that times out never cancels
+        # a read of the client's queue: a message taken from the queue in the
+        # same loop iteration as the cancellation would be lost.
         reader = asyncio.create_task(_read(client, inbox), name=f"bus.{role}.reader")
         try:
-            while not stop.is_set() and not reader.done():
-                fixes = await _next_batch(inbox)
-                if fixes:
-                    await consumer.handle(fixes)
-            # NOTE: aiomqtt 2.5 sends PUBACK on receipt (no manual ack), so
-            # a worker crash loses what it received and has not handled yet.
-            # On a clean stop or a lost connection, everything received is
-            # handled before the client goes: the reader's inbox, and what the
-            # client queued but its generator did not yield before the error.
-            _move_pending(client, inbox)
-            while not inbox.empty():
-                await consumer.handle(await _next_batch(inbox))
+            handled = True
+            while handled and not stop.is_set() and not reader.done():
+                messages = await _next_batch(inbox)
+                if not messages:
+                    continue
+                handled = await _handle(role, consumer, messages, stop, config)
+                if handled:
+                    _ack(client, messages)
+            # Handle what the reader took from the client before the stop or
+            # the lost connection. After a lost connection no PUBACK can go
+            # out, so the broker sends these again and consumers drop the
+            # duplicates. Handling them now still matters when the session
+            # ends at disconnect (session_expiry_s 0). Messages the reader had
+            # not taken stay unacknowledged, and the broker sends them again
+            # on the next connection of this session. After a batch that
+            # failed at the stop, later ones wait too, so order is kept.
+            await asyncio.sleep(0)
+            connected = not reader.done()
+            while handled and not inbox.empty():
+                messages = await _next_batch(inbox)
+                handled = await _handle(role, consumer, messages, stop, config)
+                if handled and connected:
+                    _ack(client, messages)
             if reader.done():
                 reader.result()
         finally:
@@ -216,27 +260,20 @@ async def _consume_connected(
                 await reader
 
 
-def _move_pending(
-    client: aiomqtt.Client, inbox: asyncio.Queue[aiomqtt.Message]
-) -> None:
-    # aiomqtt keeps received messages in the private `_queue` (2.x); reading it
-    # is the only way to reach messages already acknowledged to the broker.
-    pending: asyncio.Queue[aiomqtt.Message] | None = getattr(client, "_queue", None)
-    while pending is not None and not pending.empty():
-        inbox.put_nowait(pending.get_nowait())
-
-
 async def _read(client: aiomqtt.Client, inbox: asyncio.Queue[aiomqtt.Message]) -> None:
     async for message in client.messages:
         inbox.put_nowait(message)
 
 
-async def _next_batch(inbox: asyncio.Queue[aiomqtt.Message]) -> list[Fix]:
-    """Collect up to _BATCH_SIZE fixes, waiting _BATCH_WAIT_S after the first."""
-    fixes: list[Fix] = []
+async def _next_batch(inbox: asyncio.Queue[aiomqtt.Message]) -> list[aiomqtt.Message]:
+    """Collect up to BATCH_SIZE messages, waiting _BATCH_WAIT_S after the first."""
+    messages: list[aiomqtt.Message] = []
     loop = asyncio.get_running_loop()
     deadline: float | None = None
-    while len(fixes) < _BATCH_SIZE:
+    while len(messages) < BATCH_SIZE:
+        if not inbox.empty():
+            messages.append(inbox.get_nowait())
+            continue
         timeout = 0.5 if deadline is None else max(0.0, deadline - loop.time())
         try:
             message = await asyncio.wait_for(inbox.get(), timeout)
@@ -244,11 +281,82 @@ async def _next_batch(inbox: asyncio.Queue[aiomqtt.Message]) -> list[Fix]:
             break
         if deadline is None:
             deadline = loop.time() + _BATCH_WAIT_S
+        messages.append(message)
+    return messages
+
+
+def _ack(client: aiomqtt.Client, messages: Sequence[aiomqtt.Message]) -> None:
+    """Send the PUBACK of each message, in the order received (MQTT 5, 4.6)."""
+    for message in messages:
+        client._client.ack(message.mid, message.qos)
+
+
+async def _handle(
+    role: str,
+    consumer: Consumer,
+    messages: Sequence[aiomqtt.Message],
+    stop: asyncio.Event,
+    config: BusConfig,
+) -> bool:
+    """Hand the decoded messages to `consumer`, retrying while it raises.
+
+    Return False when `stop` is set before the consumer succeeded; the
+    messages then stay unacknowledged.
+    """
+    runs = _decode(messages)
+    failures = 0
+    while True:
         try:
-            fixes.append(decode_fix(_payload_bytes(message.payload)))
+            for fixes, events in runs:
+                if fixes:
+                    await consumer.handle(fixes)
+                if events and isinstance(consumer, EventConsumer):
+                    await consumer.handle_events(events)
+            return True
+        except Exception as exc:  # e.g. the store is down: keep the messages
+            failures += 1
+            delay = min(config.retry_max_s, 0.1 * 2.0**failures)
+            log.error(
+                "%s worker failed to handle %d messages (%d in a row), "
+                "retrying in %.1f s: %r",
+                role,
+                len(messages),
+                failures,
+                delay,
+                exc,
+            )
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), delay)
+            if stop.is_set():
+                return False
+
+
+def _decode(
+    messages: Sequence[aiomqtt.Message],
+) -> list[tuple[list[Fix], list[DeviceEvent]]]:
+    """Decode messages into runs of fixes and runs of events, in arrival order.
+
+    An invalid message is logged and dropped; it is acknowledged with the
+    rest, because the broker would otherwise send it again forever.
+    """
+    runs: list[tuple[list[Fix], list[DeviceEvent]]] = []
+    for message in messages:
+        topic = message.topic.value
+        try:
+            payload = _payload_bytes(message.payload)
+            if topic_kind(topic) == "events":
+                event = decode_event(payload)
+                if not runs or runs[-1][0]:
+                    runs.append(([], []))
+                runs[-1][1].append(event)
+            else:
+                fix = decode_fix(payload)
+                if not runs or runs[-1][1]:
+                    runs.append(([], []))
+                runs[-1][0].append(fix)
         except PayloadError as exc:
-            log.error("invalid message on %s dropped: %s", message.topic, exc)
-    return fixes
+            log.error("invalid message on %s dropped: %s", topic, exc)
+    return runs
 
 
 def _payload_bytes(payload: object) -> bytes | str:

@@ -8,15 +8,9 @@ from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 
 from postloan.loans.jsonledger import JsonLedger
-from postloan.notify import JsonTaskRepository, LogFileProvider, MessageCenter
-from postloan.risk.cases import CollectorPool
-from postloan.risk.engine import RiskEngine
-from postloan.risk.observe import observe
+from postloan.risk.evaluation import evaluate_contract, fence_info, open_engine
 from postloan.risk.repository import JsonRiskRepository
 from postloan.risk.rules import DEFAULT_RULES, load_rules
-from postloan.risk.signals import FenceInfo
-
-LOOKBACK_DAYS = 14  # nights_away looks back 7 nights; learning home needs more
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -61,47 +55,26 @@ def _evaluate(args: argparse.Namespace) -> int:
 
     now = datetime.combine(args.on + timedelta(days=1), time(0), UTC)
     rules = load_rules(args.rules)
-    fences = _fence_info(args.fences)
-    repository = JsonRiskRepository(args.state)
-    center = MessageCenter(
-        JsonTaskRepository(args.state),
-        {
-            channel: LogFileProvider(args.state / "outbox.jsonl")
-            for channel in ("sms", "call")
-        },
-    )
-    pool = CollectorPool(rules.collectors, rules.regions) if rules.collectors else None
+    fences = fence_info(args.fences)
     with open_store(args.store) as store:
         protocols = {device.device_id: device.protocol for device in store.devices()}
-        engine = RiskEngine(repository, center, rules, pool, protocols)
-        since = now - timedelta(days=LOOKBACK_DAYS)
+        engine, center = open_engine(rules, args.state, protocols)
         for contract, history in JsonLedger(args.ledger).load_all().values():
             if contract.is_closed:
                 continue
-            view = observe(
+            firings = evaluate_contract(
+                engine,
                 store,
-                contract.vehicle.vin,
-                contract.devices,
-                since,
+                contract,
+                history,
                 now,
                 fences=fences,
-                time_zone=contract.borrower.time_zone,
+                business_date=args.on,
             )
-            for firing in engine.run(contract, history, view, now, args.on):
+            for firing in firings:
                 print(json.dumps(firing.to_record(), ensure_ascii=False))
     center.dispatch(now)
     return 0
-
-
-def _fence_info(path: Path | None) -> dict[str, FenceInfo]:
-    if path is None:
-        return {}
-    from postloan.geofence import load_fences
-
-    return {
-        fence.id: FenceInfo(fence.role.value, fence.properties.get("kind"))
-        for fence in load_fences(path)
-    }
 
 
 def _list_cases(args: argparse.Namespace) -> int:

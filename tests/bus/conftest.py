@@ -7,6 +7,7 @@ never stopped or reconfigured.
 
 from __future__ import annotations
 
+import getpass
 import shutil
 import socket
 import subprocess
@@ -65,11 +66,16 @@ class PrivateBroker:
 
     def start(self) -> None:
         config = self.folder / "mosquitto.conf"
+        # Started as root, mosquitto switches to the user "mosquitto", which
+        # cannot write its persistence file into this test's folder, and it
+        # then loses every session and queued message on a restart.
         config.write_text(
             f"listener {self.port} 127.0.0.1\n"
             "allow_anonymous true\n"
+            f"user {getpass.getuser()}\n"
             "persistence true\n"
             f"persistence_location {self.folder}/\n"
+            f"log_dest file {self.folder}/mosquitto.log\n"
             "max_queued_messages 100000\n"
         )
         binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"

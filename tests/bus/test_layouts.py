@@ -4,7 +4,9 @@ Single process: one ``postloan run`` with ``[bus] url`` empty. Scaled out:
 two ``postloan run`` gateways publish to the shared Mosquitto on
 127.0.0.1:1883, and two ``postloan worker`` processes of each role consume
 (store and fence workers write to SQLite files of their own). GT06 devices
-go to the first gateway and JT808 devices to the second.
+go to the first gateway and JT808 devices to the second. The scaled layout
+runs twice: workers subscribed to their own partitions (the default), and
+the same through MQTT v5 shared subscriptions.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+import pytest
 
 from postloan.data import boundaries_file
 from postloan.model import FenceEvent, Fix
@@ -37,7 +41,9 @@ def free_port() -> int:
         return port
 
 
-def _config(folder: Path, bus_url: str, roles: list[str]) -> Path:
+def _config(
+    folder: Path, bus_url: str, roles: list[str], *, shared: bool = False
+) -> Path:
     path = folder / "config.toml"
     roles_text = ", ".join(f'"{role}"' for role in roles)
     path.write_text(
@@ -55,6 +61,7 @@ def _config(folder: Path, bus_url: str, roles: list[str]) -> Path:
         "worker_count = 2\n"
         f'shared_group = "test-{folder.name}"\n'
         "session_expiry_s = 0\n"
+        f"shared_subscriptions = {'true' if shared else 'false'}\n"
     )
     return path
 
@@ -213,9 +220,11 @@ def _single(folder: Path, trajectories: list[Trajectory]) -> list[str]:
     return devices
 
 
-def _scaled(folder: Path, trajectories: list[Trajectory], bus_url: str) -> list[str]:
+def _scaled(
+    folder: Path, trajectories: list[Trajectory], bus_url: str, *, shared: bool
+) -> list[str]:
     folder.mkdir()
-    config = _config(folder, bus_url, ["store", "risk"])
+    config = _config(folder, bus_url, ["store", "risk"], shared=shared)
     with _processes() as started:
         for role in ("store", "fence", "risk"):
             for index in (0, 1):
@@ -231,13 +240,16 @@ def _scaled(folder: Path, trajectories: list[Trajectory], bus_url: str) -> list[
     return devices
 
 
-def test_layouts_store_identical_tracks(tmp_path: Path, shared_broker_url: str) -> None:
+@pytest.mark.parametrize("shared", [False, True], ids=["partitioned", "shared"])
+def test_layouts_store_identical_tracks(
+    tmp_path: Path, shared_broker_url: str, shared: bool
+) -> None:
     trajectories = _sample()
     single = tmp_path / "single"
     scaled = tmp_path / "scaled"
 
     devices = _single(single, trajectories)
-    scaled_devices = _scaled(scaled, trajectories, shared_broker_url)
+    scaled_devices = _scaled(scaled, trajectories, shared_broker_url, shared=shared)
 
     assert sorted(scaled_devices) == sorted(devices)
     expected = _tracks([single / "gateway.db"], devices)

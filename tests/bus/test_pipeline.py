@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import replace
+from datetime import datetime
 from pathlib import Path
 
 from postloan.bus import BusPublisher
 from postloan.bus.worker import StoreConsumer, consume
 from postloan.config import BusConfig, Config, GatewayConfig
 from postloan.gateway import Gateway
+from postloan.model import DeviceEvent
 from postloan.simulators import load_trajectories, replay, vendored_trajectories
 from postloan.simulators.trajectories import Trajectory
 from postloan.store import Store, open_store
@@ -51,7 +53,7 @@ async def _replay_with_workers(
     await publisher.start()
     try:
         async with Gateway(config, gateway_store) as gateway:
-            gateway.stored_observers.append(publisher.publish_fixes)
+            gateway.record_observers.append(publisher.publish_records)
             runs = [
                 replay(
                     _sample_trajectories(),
@@ -65,6 +67,7 @@ async def _replay_with_workers(
             await gateway.writer.flush()
         assert await publisher.flush(30.0)
         await _wait_for_count(worker_stores, gateway_store.count_fixes(), 30.0)
+        await _wait_for_events(worker_stores, len(gateway_store.device_events()), 30.0)
     finally:
         await publisher.close()
         stop.set()
@@ -76,6 +79,15 @@ async def _wait_for_count(stores: list[Store], expected: int, timeout: float) ->
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     while sum(s.count_fixes() for s in stores) < expected:
+        if loop.time() > deadline:
+            return
+        await asyncio.sleep(0.1)
+
+
+async def _wait_for_events(stores: list[Store], expected: int, timeout: float) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while sum(len(s.device_events()) for s in stores) < expected:
         if loop.time() > deadline:
             return
         await asyncio.sleep(0.1)
@@ -109,3 +121,13 @@ def test_workers_store_same_tracks_as_gateway(
         holders = [track for track in stored if track]
         assert len(holders) == 1, f"{device_id} stored by {len(holders)} workers"
         assert holders[0] == expected
+    gateway_events = gateway_store.device_events()
+    worker_events = [e for s in worker_stores for e in s.device_events()]
+    assert gateway_events
+    assert sorted(worker_events, key=_event_key) == sorted(
+        gateway_events, key=_event_key
+    )
+
+
+def _event_key(event: DeviceEvent) -> tuple[str, datetime, str]:
+    return event.device_id, event.time, event.kind

@@ -108,3 +108,70 @@ def test_mqtt_tracker_positions_and_command(
     response = store.commands(device_id)[0].response
     assert response is not None
     assert response["result"] == "ok"
+
+
+async def _unanswered_command(config: Config, store: Store, device_id: str) -> int:
+    stop = asyncio.Event()
+    async with Gateway(config, store) as gateway:
+        devices = MqttDevices(config, store, gateway.writer.submit, poll_interval=0.1)
+        served = asyncio.create_task(devices.run(stop))
+        try:
+            async with aiomqtt.Client("127.0.0.1", 1883) as tracker:
+                await tracker.subscribe(downlink_topic(device_id), qos=1)
+                await asyncio.sleep(0.5)
+                command_id = store.add_command(
+                    device_id, "mqtt", "fuel_cut", {}, created_at=datetime.now(UTC)
+                )
+                message = await asyncio.wait_for(anext(aiter(tracker.messages)), 15)
+                command = json.loads(message.payload)  # type: ignore[arg-type]
+                assert command["command_id"] == command_id
+                await _until(lambda: store.commands(device_id)[0].status == "timeout")
+                # A response after the timeout is still recorded.
+                answer = {"command_id": command_id, "result": "late"}
+                await tracker.publish(
+                    uplink_topic(device_id) + "/response", json.dumps(answer), qos=1
+                )
+                await _until(lambda: store.commands(device_id)[0].status == "answered")
+                # A response to no known command is rejected, and the link goes on.
+                unknown = {"command_id": command_id + 1000, "result": "ok"}
+                await tracker.publish(
+                    uplink_topic(device_id) + "/response", json.dumps(unknown), qos=1
+                )
+                await _until(lambda: devices.rejected == 1)
+                await tracker.publish(
+                    uplink_topic(device_id), json.dumps(_position(30)), qos=1
+                )
+                await _until(lambda: store.count_fixes(device_id) == 1)
+        finally:
+            stop.set()
+            await asyncio.wait_for(served, 10)
+    assert served.exception() is None
+    return devices.commands_timed_out
+
+
+def test_mqtt_command_times_out(
+    tmp_path: Path, shared_broker_url: str, run_id: str
+) -> None:
+    config = Config(
+        gateway=GatewayConfig(
+            host="127.0.0.1",
+            gt06_port=-1,
+            jt808_port=-1,
+            nmea_port=-1,
+            command_timeout_s=1.0,
+        ),
+        bus=BusConfig(url=shared_broker_url, client_id=f"test-{run_id}"),
+    )
+    store = open_store(f"sqlite:///{tmp_path / 'store.db'}")
+    store.migrate()
+    device_id = f"mqtt-{run_id}"
+
+    timed_out = asyncio.run(_unanswered_command(config, store, device_id))
+
+    assert timed_out == 1
+    command = store.commands(device_id)[0]
+    assert command.status == "answered"
+    assert command.response is not None
+    assert command.response["result"] == "late"
+    assert command.sent_at is not None
+    assert command.updated_at - command.sent_at >= timedelta(seconds=1)
