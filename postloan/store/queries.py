@@ -33,6 +33,9 @@ from postloan.model import Fix
 EARTH_RADIUS_M = 6_371_008.8
 # Faster than any road vehicle, slower than the jump a bad fix makes.
 DEFAULT_MAX_SPEED_KMH = 250.0
+# Maximum silence between two fixes whose leg is shared among the days it
+# spans. A longer leg counts on the day of the fix that ends it.
+SHARED_GAP = timedelta(hours=1)
 
 AreaRow = tuple[str, datetime, float, float]
 """(device_id, fix time, longitude, latitude) of one fix read for an area query."""
@@ -331,8 +334,17 @@ class _Odometer:
         self.previous, self.rejected = fix, None
 
     def _split_by_day(self, a: Fix, b: Fix) -> Iterator[tuple[date, float]]:
-        """Share the distance a->b among local days in proportion to time."""
+        """Share the distance a->b among local days in proportion to time.
+
+        After a gap longer than SHARED_GAP the time of the move is unknown,
+        so the whole leg goes to the day of `b`, when the move was seen.
+        Shared out, a tracker silent for months would put a few metres on
+        every day in between.
+        """
         total = _distance_m(a, b)
+        if b.time - a.time > SHARED_GAP:
+            yield b.time.astimezone(self.zone).date(), total
+            return
         seconds = (b.time - a.time).total_seconds()
         start = a.time
         while True:
@@ -374,8 +386,10 @@ def daily_mileage(
     `max_speed_kmh` is a jump and is skipped, unless the fix after it agrees
     with it; a single far fix that the next one contradicts adds nothing (see
     `_Odometer`). Each valid fix adds 1 to `fixes` or to `jumps_filtered` of
-    its day. A leg that spans local midnight is shared between the two days
-    in proportion to time, and days are local calendar days, so a DST change
+    its day. A leg that spans local midnight is shared between the days in
+    proportion to time, unless the tracker was silent longer than SHARED_GAP:
+    then the leg counts on the day it ends. Days are local calendar days, so a
+    DST change
     gives a 23- or 25-hour day. Raises ``zoneinfo.ZoneInfoNotFoundError`` for
     an unknown zone name.
     """

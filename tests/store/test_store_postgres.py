@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -232,3 +233,20 @@ def test_postgres_latest_positions_after_restart(
         other.close()
 
     assert latest == [newest]
+
+
+@pytest.mark.parametrize("enabled", [True, False], ids=["gc-on", "gc-off"])
+def test_postgres_track_leaves_gc_as_found(
+    postgres_store: PostgresStore, enabled: bool
+) -> None:
+    fixes = fleet_fixes(devices=1, per_device=50)
+    postgres_store.write_fixes(fixes)
+    was_enabled = gc.isenabled()
+    (gc.enable if enabled else gc.disable)()
+    try:
+        track = postgres_store.track(fixes[0].device_id)
+        assert gc.isenabled() is enabled
+    finally:
+        (gc.enable if was_enabled else gc.disable)()
+
+    assert track == sorted(fixes, key=lambda fix: fix.time)

@@ -243,6 +243,22 @@ def test_mileage_splits_leg_at_midnight() -> None:
     assert days[1].distance_km == pytest.approx(5.0, rel=1e-6)
 
 
+def test_mileage_after_long_silence_counts_on_arrival_day() -> None:
+    # A tracker silent for 128 days: the move is seen on the day it reports.
+    last = datetime(2014, 4, 10, 12, 0, tzinfo=UTC)
+    back = last + timedelta(days=128, hours=2)
+    track = [
+        Fix(DEVICE, last, 38.7, -9.14),
+        Fix(DEVICE, back, 38.7 + 3_000 * METRE, -9.14),
+    ]
+
+    days = daily_mileage(track)
+
+    assert [d.day for d in days] == [last.date(), back.date()]
+    assert days[0].distance_km == 0
+    assert days[1].distance_km == pytest.approx(3.0, rel=1e-6)
+
+
 def test_mileage_local_day_of_zone() -> None:
     # 23:30 UTC on 30 June is 00:30 on 1 July in Lisbon (UTC+1 in summer).
     start = datetime(2024, 6, 30, 23, 30, tzinfo=UTC)
