@@ -70,6 +70,9 @@ class DevicesConfig:
     gt06_utc_offset: str = "+00:00"
     jt808_utc_offset: str = "+08:00"
     max_future_s: float = 900.0
+    # JT/T 808 terminals must authenticate (0x0102 with the code from the
+    # 0x8100 register response) before their other messages are stored.
+    jt808_require_auth: bool = True
     utc_offsets: Mapping[str, str] = field(default_factory=dict)
 
     def utc_offset(self, protocol: str, device_id: str | None) -> timedelta:

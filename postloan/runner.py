@@ -303,7 +303,12 @@ def _start_mqtt_devices(
     from postloan.bus.uplink import MqttDevices
 
     deferring = _DeferringDeviceStore(store, gateway, asyncio.get_running_loop())
-    devices = MqttDevices(config, cast(Store, deferring), gateway.writer.submit)
+    devices = MqttDevices(
+        config,
+        cast(Store, deferring),
+        gateway.writer.submit,
+        dropped=gateway.stats.dropped,
+    )
     return asyncio.create_task(
         _run_until_stopped(devices.run, store, stop), name="bus.devices"
     )

@@ -17,7 +17,9 @@ import contextlib
 import json
 import logging
 import random
+from collections import Counter
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -36,6 +38,8 @@ from postloan.config import Config
 from postloan.model import Fix
 from postloan.outage import OutageLog
 from postloan.store import CommandNotFoundError, CommandTransitionError, Store
+from postloan.times import format_time
+from postloan.validation import InvalidFixError, check_device_id, check_fix
 
 log = logging.getLogger(__name__)
 
@@ -57,13 +61,21 @@ class MqttDevices:
         submit: Submit,
         *,
         poll_interval: float = 1.0,
+        dropped: Counter[tuple[str, str]] | None = None,
     ) -> None:
         self.config = config
         self.store = store
         self.submit = submit
         self.poll_interval = poll_interval
         self.fixes_received = 0
+        # Rejected messages and positions. A rejected position counts once
+        # here and once in `dropped`.
         self.rejected = 0
+        # Rejected positions by (protocol, reason). Pass the gateway's
+        # `stats.dropped` to export them as postloan_records_dropped.
+        self.dropped: Counter[tuple[str, str]] = (
+            Counter() if dropped is None else dropped
+        )
         self.commands_sent = 0
         self.commands_timed_out = 0
 
@@ -120,21 +132,23 @@ class MqttDevices:
                 continue
             try:
                 if len(levels) == 4:
-                    await self._positions(levels[3], payload)
+                    await self._positions(message.topic.value, levels[3], payload)
                 elif len(levels) == 5 and levels[4] == "response":
                     await self._response(levels[3], payload)
             except PayloadError as exc:
                 self.rejected += 1
                 log.warning("invalid message on %s rejected: %s", message.topic, exc)
 
-    async def _positions(self, device_id: str, payload: bytes | str) -> None:
-        fixes = parse_positions(device_id, payload)
+    async def _positions(
+        self, topic: str, device_id: str, payload: bytes | str
+    ) -> None:
         limit = datetime.now(UTC) + timedelta(seconds=self.config.devices.max_future_s)
-        future = [fix for fix in fixes if fix.time > limit]
-        if future:
-            raise PayloadError(
-                f"{len(future)} fixes of device {device_id} are dated after {limit}"
-            )
+        positions = parse_positions(device_id, payload, latest=limit)
+        if positions.rejected:
+            self._reject_positions(topic, positions)
+        fixes = positions.fixes
+        if not fixes:
+            return
         self.fixes_received += len(fixes)
         submitted = self.submit(fixes)
         await asyncio.to_thread(
@@ -142,6 +156,24 @@ class MqttDevices:
         )
         if submitted is not None:
             await submitted
+
+    def _reject_positions(self, topic: str, positions: Positions) -> None:
+        """Count the rejected positions of one message and log it in one line."""
+        self.rejected += len(positions.rejected)
+        for rejection in positions.rejected:
+            self.dropped[(PROTOCOL, rejection.reason)] += 1
+        first = positions.rejected[0]
+        log.warning(
+            "message on %s: %d of %d positions rejected, first at index %d: "
+            "invalid %s %r (%s); the other positions are stored",
+            topic,
+            len(positions.rejected),
+            len(positions.rejected) + len(positions.fixes),
+            first.index,
+            first.field,
+            first.value,
+            first.detail,
+        )
 
     async def _response(self, device_id: str, payload: bytes | str) -> None:
         document = _object(payload)
@@ -232,24 +264,86 @@ class MqttDevices:
             )
 
 
-def parse_positions(device_id: str, payload: bytes | str) -> list[Fix]:
-    """Parse one position object or an array of them sent by `device_id`."""
+@dataclass(frozen=True, slots=True)
+class RejectedPosition:
+    """One position of an uplink message that is not stored, and why."""
+
+    index: int
+    field: str
+    value: object
+    detail: str
+
+    @property
+    def reason(self) -> str:
+        """The label of postloan_records_dropped: ``invalid_<field>``."""
+        return f"invalid_{self.field}"
+
+
+@dataclass(slots=True)
+class Positions:
+    """The accepted fixes and the rejected positions of one uplink message."""
+
+    fixes: list[Fix] = field(default_factory=list)
+    rejected: list[RejectedPosition] = field(default_factory=list)
+
+
+def parse_positions(
+    device_id: str, payload: bytes | str, *, latest: datetime | None = None
+) -> Positions:
+    """Parse one position object or an array of them sent by `device_id`.
+
+    Each position passes `postloan.validation.check_fix`, the check of the TCP
+    gateway, and a position dated after `latest` is rejected. A bad position
+    of an array is rejected alone. An invalid topic device id or a payload
+    that is not JSON rejects the whole message (every position, index 0).
+    """
+    try:
+        check_device_id(device_id)
+    except InvalidFixError as exc:
+        return _rejected_message("device_id", device_id, str(exc))
     try:
         document: Any = json.loads(payload)
     except (ValueError, UnicodeDecodeError) as exc:
-        raise PayloadError(f"payload is not JSON: {exc}") from exc
+        return _rejected_message("payload", _excerpt(payload), f"not JSON: {exc}")
     items = document if isinstance(document, list) else [document]
-    fixes: list[Fix] = []
-    for item in items:
-        if not isinstance(item, dict):
-            raise PayloadError("a position is not a JSON object")
-        if item.setdefault("device_id", device_id) != device_id:
-            raise PayloadError(
-                f"position names device {item['device_id']!r} "
-                f"on the topic of device {device_id!r}"
-            )
-        fixes.append(decode_fix(json.dumps(item)))
-    return fixes
+    positions = Positions()
+    for index, item in enumerate(items):
+        try:
+            fix = _position(device_id, item)
+            check_fix(fix)
+        except InvalidFixError as exc:
+            rejection = RejectedPosition(index, exc.field, exc.value, str(exc))
+            positions.rejected.append(rejection)
+            continue
+        if latest is not None and fix.time > latest:
+            detail = f"dated after {format_time(latest)}"
+            rejection = RejectedPosition(index, "time", format_time(fix.time), detail)
+            positions.rejected.append(rejection)
+            continue
+        positions.fixes.append(fix)
+    return positions
+
+
+def _position(device_id: str, item: Any) -> Fix:
+    """Decode one position object of `device_id`; raises InvalidFixError."""
+    if not isinstance(item, dict):
+        raise InvalidFixError("position", item, "a JSON object")
+    named = item.setdefault("device_id", device_id)
+    if named != device_id:
+        raise InvalidFixError("device_id", named, f"{device_id!r}, as in the topic")
+    try:
+        return decode_fix(json.dumps(item))
+    except PayloadError as exc:
+        raise InvalidFixError("position", _excerpt(json.dumps(item)), str(exc)) from exc
+
+
+def _rejected_message(field_name: str, value: object, detail: str) -> Positions:
+    return Positions(rejected=[RejectedPosition(0, field_name, value, detail)])
+
+
+def _excerpt(payload: bytes | str, size: int = 200) -> str:
+    text = payload.decode(errors="replace") if isinstance(payload, bytes) else payload
+    return text if len(text) <= size else text[:size] + "..."
 
 
 def _object(payload: bytes | str) -> dict[str, Any]:

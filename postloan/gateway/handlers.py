@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -20,6 +21,7 @@ from postloan.model import DeviceEvent, Fix
 from postloan.protocols import gt06, jt808, nmea
 from postloan.protocols.base import DecodeError, Message
 from postloan.times import format_time
+from postloan.validation import InvalidFixError, check_fix
 
 
 @dataclass(slots=True)
@@ -33,6 +35,8 @@ class Outcome:
     login: bool = False
     command_answer: tuple[int, dict[str, Any]] | None = None
     dropped: str | None = None
+    # Why the frame was dropped, for the session's log line.
+    drop_detail: str | None = None
 
 
 class Framer(Protocol):
@@ -89,6 +93,60 @@ def fixes_of(message: Message, device_id: str) -> list[Fix]:
     ]
 
 
+def rejected_fix_event(
+    fix: Fix, now: datetime, reason: str, **details: Any
+) -> DeviceEvent:
+    """Return the ``fix_rejected`` device event that keeps a rejected fix as evidence.
+
+    Non-finite numbers are stored as strings, because JSON has no NaN or
+    infinity.
+    """
+    attributes: dict[str, Any] = {
+        "reason": reason,
+        **details,
+        "fix_time": format_time(fix.time),
+        "latitude": fix.latitude,
+        "longitude": fix.longitude,
+        "speed_kmh": fix.speed_kmh,
+        "valid": fix.valid,
+    }
+    for key, value in attributes.items():
+        if isinstance(value, float) and not math.isfinite(value):
+            attributes[key] = str(value)
+    return DeviceEvent(
+        device_id=fix.device_id, time=now, kind="fix_rejected", attributes=attributes
+    )
+
+
+def screen_invalid_fixes(
+    outcome: Outcome, now: datetime
+) -> list[tuple[Fix, InvalidFixError]]:
+    """Move fixes that fail `check_fix` out of the outcome, as events.
+
+    Returns each rejected fix with its error. The event names the field and
+    its value.
+    """
+    rejected: list[tuple[Fix, InvalidFixError]] = []
+    kept: list[Fix] = []
+    for fix in outcome.fixes:
+        try:
+            check_fix(fix)
+        except InvalidFixError as exc:
+            rejected.append((fix, exc))
+        else:
+            kept.append(fix)
+    if not rejected:
+        return rejected
+    outcome.fixes = kept
+    for fix, error in rejected:
+        outcome.events.append(
+            rejected_fix_event(
+                fix, now, f"invalid_{error.field}", field=error.field, value=error.value
+            )
+        )
+    return rejected
+
+
 def screen_future_fixes(
     outcome: Outcome, now: datetime, max_future: timedelta
 ) -> list[Fix]:
@@ -104,20 +162,7 @@ def screen_future_fixes(
         return rejected
     outcome.fixes = [fix for fix in outcome.fixes if fix.time <= limit]
     for fix in rejected:
-        outcome.events.append(
-            DeviceEvent(
-                device_id=fix.device_id,
-                time=now,
-                kind="fix_rejected",
-                attributes={
-                    "reason": "time_in_future",
-                    "fix_time": format_time(fix.time),
-                    "latitude": fix.latitude,
-                    "longitude": fix.longitude,
-                    "valid": fix.valid,
-                },
-            )
-        )
+        outcome.events.append(rejected_fix_event(fix, now, "time_in_future"))
     return rejected
 
 
@@ -180,7 +225,14 @@ class Gt06Handler:
             events=alarm_events(message, device_id, now),
             reply=gt06.reply(message, now=now),
         )
-        wants_ack = self._config.gateway.gt06_ack_locations and bool(message.locations)
+        # The decoder drops a GPS block with coordinates out of range and
+        # states why in `position_error`. The frame still gets its ack, so
+        # the unit does not send it again.
+        position_error = message.attributes.get("position_error")
+        if isinstance(position_error, str) and "out of range" in position_error:
+            outcome.events.append(_out_of_range_event(message, device_id, now))
+        carries_gps = bool(message.locations) or position_error is not None
+        wants_ack = self._config.gateway.gt06_ack_locations and carries_gps
         if outcome.reply is None and wants_ack and message.serial is not None:
             outcome.reply = gt06.ack(message.msg_id, message.serial)
         if message.type in {"heartbeat", "info", "unknown"}:
@@ -197,6 +249,16 @@ class Gt06Handler:
 
     def _login(self, message: Message, now: datetime) -> Outcome:
         assert message.device_id is not None
+        if self.device_id is not None and message.device_id != self.device_id:
+            # Fixes after such a login would be stored under another device.
+            return Outcome(
+                close=True,
+                dropped="login_device_changed",
+                drop_detail=(
+                    f"login as {message.device_id} on the connection of "
+                    f"{self.device_id}, closing"
+                ),
+            )
         self.device_id = message.device_id
         configured = self._config.devices.utc_offsets.get(message.device_id)
         announced = gt06.login_utc_offset(message)
@@ -219,6 +281,26 @@ class Gt06Handler:
         return gt06.encode_command(text, server_flag=flag, serial=self._serial), flag
 
 
+def _out_of_range_event(message: Message, device_id: str, now: datetime) -> DeviceEvent:
+    """Return the ``fix_rejected`` event of a GT06 GPS block out of range.
+
+    NOTE: the decoder keeps only its message (both coordinates), not which
+    field was out of range, so the event carries that message as ``value``.
+    """
+    return DeviceEvent(
+        device_id=device_id,
+        time=now,
+        kind="fix_rejected",
+        attributes={
+            "reason": "position_out_of_range",
+            "field": "position",
+            "value": message.attributes["position_error"],
+            "protocol": message.protocol,
+            "msg_type": message.type,
+        },
+    )
+
+
 GT06_COMMANDS = {
     "fuel_cut": "Relay,1#",
     "fuel_restore": "Relay,0#",
@@ -239,8 +321,22 @@ def gt06_command_text(kind: str, payload: Mapping[str, Any]) -> str:
         ) from None
 
 
+# Result codes of the JT/T 808 platform general response 0x8001.
+JT808_RESULT_OK = 0
+JT808_RESULT_FAILURE = 1
+
+# Messages a terminal may send before it authenticates with 0x0102.
+JT808_BEFORE_AUTH = frozenset({"register", "auth", "heartbeat"})
+
+
 class Jt808Handler:
-    """Session state of one JT/T 808 connection."""
+    """Session state of one JT/T 808 connection.
+
+    With ``[devices] jt808_require_auth``, only register, authenticate and
+    heartbeat are accepted until the terminal sends 0x0102 with the code this
+    gateway issues for its phone number. Other messages get result 1 and are
+    not stored.
+    """
 
     protocol = "jt808"
 
@@ -255,12 +351,17 @@ class Jt808Handler:
         self._platform_serial = 0
         self._auth_secret = auth_secret
         self._version = "2013"
+        self._require_auth = config.devices.jt808_require_auth
+        # The phone number that authenticated on this connection.
+        self._authenticated: str | None = None
 
     def auth_code(self, device_id: str) -> str:
         """Return the auth code issued to one phone number, stable across restarts.
 
-        NOTE: a 0x0102 is accepted whatever code it carries, because units
-        registered on another platform present codes this gateway never issued.
+        The code is derived from the phone number, so a terminal keeps it over
+        reconnects and gateway restarts without the store. NOTE: with
+        ``jt808_require_auth = false``, a 0x0102 is accepted whatever code it
+        carries, for units registered on another platform.
         """
         digest = hmac.new(self._auth_secret, device_id.encode(), hashlib.sha256)
         return digest.hexdigest()[:16]
@@ -277,11 +378,47 @@ class Jt808Handler:
             message = jt808.decode(frame, utc_offset=offset)
         return message
 
+    def _authenticates(self, message: Message) -> bool:
+        code = message.attributes.get("auth_code")
+        expected = self.auth_code(message.device_id or "")
+        return isinstance(code, str) and hmac.compare_digest(code, expected)
+
+    def _unauthenticated(self, message: Message) -> Outcome:
+        reply = jt808.reply(
+            message,
+            platform_serial=self._next_serial(),
+            result=JT808_RESULT_FAILURE,
+        )
+        return Outcome(
+            reply=reply,
+            dropped="unauthenticated",
+            drop_detail=(
+                f"0x{message.msg_id:04x} ({message.type}) from terminal "
+                f"{message.device_id} rejected with result 1 and not stored, "
+                "because the terminal has not authenticated with 0x0102 "
+                "(later ones on this connection are only counted)"
+            ),
+        )
+
     def handle(self, message: Message, now: datetime) -> Outcome:
+        result = JT808_RESULT_OK
+        if self._require_auth:
+            if message.type == "auth":
+                if self._authenticates(message):
+                    self._authenticated = message.device_id
+                else:
+                    result = JT808_RESULT_FAILURE
+                    self._authenticated = None
+            elif (
+                message.type not in JT808_BEFORE_AUTH
+                and message.device_id != self._authenticated
+            ):
+                return self._unauthenticated(message)
         reply = jt808.reply(
             message,
             platform_serial=self._next_serial(),
             auth_code=self.auth_code(message.device_id or ""),
+            result=result,
         )
         if message.type == "fragment":
             whole = self._reassembler.add(message)
@@ -289,7 +426,10 @@ class Jt808Handler:
                 return Outcome(reply=reply)
             message = whole
         device_id = message.device_id or ""
-        first = self.device_id is None
+        if self._require_auth:
+            login = message.type == "auth" and result == JT808_RESULT_OK
+        else:
+            login = self.device_id is None
         self.device_id = device_id
         version = message.attributes.get("version")
         if isinstance(version, str):
@@ -298,10 +438,18 @@ class Jt808Handler:
             fixes=fixes_of(message, device_id),
             events=alarm_events(message, device_id, now),
             reply=reply,
-            login=first,
+            login=login,
         )
         if message.type in {"register", "auth", "logout", "heartbeat", "attributes"}:
-            outcome.events.append(status_event(message, device_id, now))
+            event = status_event(message, device_id, now)
+            if message.type == "auth":
+                event = _auth_event(event, result)
+            outcome.events.append(event)
+        if result != JT808_RESULT_OK:
+            outcome.drop_detail = (
+                f"terminal {device_id} sent a wrong auth code, answered with "
+                "result 1. It stays unauthenticated until it sends the right one"
+            )
         answered = message.attributes.get("answered_serial")
         if answered is not None and message.type != "fragment":
             outcome.command_answer = (
@@ -347,6 +495,13 @@ class Jt808Handler:
             known = ", ".join(sorted(builders))
             raise ValueError(f"unknown JT808 command kind {kind!r}; known: {known}")
         return builders[kind](), serial
+
+
+def _auth_event(event: DeviceEvent, result: int) -> DeviceEvent:
+    """Return the 0x0102 event with its result and without the auth code."""
+    attributes = {k: v for k, v in event.attributes.items() if k != "auth_code"}
+    attributes["result"] = result
+    return DeviceEvent(event.device_id, event.time, event.kind, attributes)
 
 
 class NmeaHandler:

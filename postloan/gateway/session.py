@@ -17,7 +17,12 @@ from collections import deque
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, cast
 
-from postloan.gateway.handlers import Handler, Outcome, screen_future_fixes
+from postloan.gateway.handlers import (
+    Handler,
+    Outcome,
+    screen_future_fixes,
+    screen_invalid_fixes,
+)
 from postloan.protocols.base import DecodeError
 
 if TYPE_CHECKING:
@@ -42,6 +47,9 @@ class DeviceSession(asyncio.Protocol):
         self._warned_future = False
         self._max_future = timedelta(seconds=gateway.config.devices.max_future_s)
         self._warned_decode = False
+        # Drop and rejection reasons already logged on this connection. Their
+        # repeats are only counted in the gateway stats.
+        self._warned_reasons: set[str] = set()
         self._drain_waiters: list[asyncio.Future[None]] = []
         self.closed = False
 
@@ -97,6 +105,7 @@ class DeviceSession(asyncio.Protocol):
         self.consecutive_errors = 0
         now = datetime.now(UTC)
         outcome = self.handler.handle(message, now)
+        screen_invalid_fixes(outcome, now)
         rejected = screen_future_fixes(outcome, now, self._max_future)
         if rejected and not self._warned_future:
             self._warned_future = True
@@ -109,8 +118,43 @@ class DeviceSession(asyncio.Protocol):
                 rejected[0].time.isoformat(),
                 self._max_future.total_seconds(),
             )
+        self._report_rejections(outcome)
         self.gateway.message_handled(self, message, outcome)
         self._act(outcome)
+
+    def _report_rejections(self, outcome: Outcome) -> None:
+        """Count each ``fix_rejected`` event and log the first of each reason."""
+        for event in outcome.events:
+            if event.kind != "fix_rejected":
+                continue
+            reason = str(event.attributes.get("reason"))
+            self.gateway.stats.dropped[(self.protocol, reason)] += 1
+            if reason == "time_in_future" or reason in self._warned_reasons:
+                continue  # a future fix has its own warning
+            self._warned_reasons.add(reason)
+            log.warning(
+                "conn[%d] %s device %s: fix rejected, invalid %s %r. It is stored as "
+                "device event fix_rejected, and later ones on this connection "
+                "are only counted",
+                self.connection_id,
+                self.protocol,
+                event.device_id,
+                event.attributes.get("field"),
+                event.attributes.get("value"),
+            )
+        if outcome.drop_detail is None:
+            return
+        key = outcome.dropped or outcome.drop_detail
+        if key in self._warned_reasons:
+            return
+        self._warned_reasons.add(key)
+        log.warning(
+            "conn[%d] %s device %s: %s",
+            self.connection_id,
+            self.protocol,
+            self.handler.device_id,
+            outcome.drop_detail,
+        )
 
     def _act(self, outcome: Outcome) -> None:
         future = None
