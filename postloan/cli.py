@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import os
 import sqlite3
 import sys
@@ -78,7 +79,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         protocol=args.protocol,
         host=args.host,
         port=args.port,
-        speedup=None if args.speedup <= 0 else args.speedup,
+        speedup=None if args.speedup == 0 else args.speedup,
         devices=args.devices,
     )
 
@@ -135,12 +136,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     simulate.add_argument(
         "--speedup",
-        type=float,
+        type=_speedup,
         default=0,
         help="time compression factor; 1 = real time, 0 = as fast as acks allow",
     )
     simulate.add_argument(
-        "--devices", type=int, default=0, help="limit to the first N vehicles (0 = all)"
+        "--devices",
+        type=_device_count,
+        default=0,
+        help="limit to the first N vehicles (0 = all)",
     )
     simulate.add_argument("--log-level", default="INFO")
     simulate.set_defaults(handler=cmd_simulate)
@@ -190,6 +194,31 @@ def _port(text: str) -> int:
             f"expected a TCP port from 1 to 65535, got {text}"
         )
     return port
+
+
+def _device_count(text: str) -> int:
+    try:
+        count = int(text)
+    except ValueError:
+        count = -1
+    if count < 0:
+        raise argparse.ArgumentTypeError(
+            f"expected a whole number of vehicles, 0 or more (0 = all), got {text!r}"
+        )
+    return count
+
+
+def _speedup(text: str) -> float:
+    try:
+        factor = float(text)
+    except ValueError:
+        factor = math.nan
+    if not math.isfinite(factor) or factor < 0:
+        raise argparse.ArgumentTypeError(
+            f"expected a time compression factor of 0 or more (1 = real time, "
+            f"0 = as fast as acks allow), got {text!r}"
+        )
+    return factor
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -44,7 +44,7 @@ def parse_time(text: str, field: str = "time") -> datetime:
     """Parse ISO 8601 text with ``Z`` or a UTC offset and return it in UTC.
 
     Raises TimeValueError naming `field` and the text when the text is not
-    ISO 8601 or has no zone.
+    ISO 8601, has no zone, or lies outside years 1 to 9999 once converted to UTC.
     """
     cleaned = text.strip()
     if cleaned.endswith("z"):
@@ -63,19 +63,35 @@ def parse_time(text: str, field: str = "time") -> datetime:
             text,
             f"the time has no UTC offset; write {_example(value)}",
         )
-    return value.astimezone(UTC)
+    return _to_utc(value, field, text)
+
+
+def _to_utc(value: datetime, field: str, text: str) -> datetime:
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:
+        # 0001-01-01T00:00:00+08:00 is before the earliest datetime in UTC.
+        raise TimeValueError(
+            field,
+            text,
+            "the time in UTC is outside the years 1 to 9999 that Python's "
+            "datetime can hold",
+        ) from None
 
 
 def require_utc(value: datetime, field: str = "time") -> datetime:
-    """Return an aware datetime converted to UTC; raise TimeValueError if naive."""
+    """Return an aware datetime converted to UTC.
+
+    Raises TimeValueError if it is naive or its UTC time is outside years 1 to 9999.
+    """
+    text = value.isoformat()
     if value.tzinfo is None or value.utcoffset() is None:
-        text = value.isoformat()
         raise TimeValueError(
             field,
             text,
             f"the time has no UTC offset; write {_example(value)}",
         )
-    return value.astimezone(UTC)
+    return _to_utc(value, field, text)
 
 
 def format_time(value: datetime) -> str:

@@ -152,13 +152,13 @@ def _fixes(args: argparse.Namespace) -> Iterator[Fix]:
 
 
 def _read_store(url: str, device_id: str, since: str, until: str) -> Iterator[Fix]:
-    from postloan.store import open_store
+    from postloan.store import StoreNotFoundError, open_existing_store
 
     start = _parse_time(since, "--since")
     end = _parse_time(until, "--until")
     try:
-        store = open_store(url, migrate=False)
-    except ValueError as error:
+        store = open_existing_store(url, migrate=False)
+    except (StoreNotFoundError, ValueError) as error:
         raise TrackError(f"--store {url!r}: {error}") from None
     with store:
         fixes = store.track(device_id, start, end)

@@ -27,6 +27,7 @@ import json
 import sys
 from collections.abc import Callable, Sequence
 from datetime import UTC, date, datetime
+from decimal import Decimal
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -36,7 +37,7 @@ from postloan.loans.dates import DayCount, parse_date
 from postloan.loans.history import HistoryError
 from postloan.loans.importing import ContractImport, parse_annual_rate, read_contracts
 from postloan.loans.jsonledger import JsonLedger, LedgerFileError
-from postloan.loans.money import parse_amount
+from postloan.loans.money import parse_money
 from postloan.loans.payments import StatementImport, read_statement
 from postloan.loans.policy import LoanPolicy, PolicyError
 from postloan.loans.report import contract_status
@@ -44,6 +45,10 @@ from postloan.loans.rows import ImportFileError, RowIssue
 from postloan.loans.schedule import MAX_TERM_MONTHS, LoanTerms, Method, build_schedule
 
 Handler = Callable[[argparse.Namespace], int]
+
+
+def _principal(text: str) -> Decimal:
+    return parse_money(text, "principal")
 
 
 def _argument(parse: Callable[[str], Any]) -> Callable[[str], Any]:
@@ -86,7 +91,7 @@ def _add_schedule(
     schedule.add_argument(
         "--principal",
         required=True,
-        type=_argument(parse_amount),
+        type=_argument(_principal),
         help="loan amount, e.g. 100000.00",
     )
     schedule.add_argument(
@@ -246,8 +251,8 @@ def _import_contracts(
 ) -> ContractImport:
     existing = {cid: pair[0] for cid, pair in ledger.load_all().items()}
     result = read_contracts(path, existing=existing, actor=actor, at=at)
-    # The ledger checks ids and VINs again under its lock, because another
-    # import may have stored a contract since `existing` was read.
+    # The ledger checks ids, VINs and devices again under its lock, because
+    # another import may have stored a contract since `existing` was read.
     result = result.rejecting(ledger.insert(result.contracts))
     _report_issues(path.name, result.issues, "error")
     _report_issues(path.name, result.warnings, "warning")

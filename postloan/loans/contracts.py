@@ -206,51 +206,98 @@ class Contract:
         )
 
 
-class VinInUseError(ValueError):
+class CollateralInUseError(ValueError):
+    """A contract's VIN or tracker belongs to another contract that has not ended.
+
+    ``field`` is the import field that carries ``value`` ("vin" or "devices").
+    """
+
+    field = ""
+
+    def __init__(
+        self, contract_id: str, value: str, other: Contract, message: str
+    ) -> None:
+        super().__init__(message)
+        self.contract_id = contract_id
+        self.value = value
+        self.other_id = other.contract_id
+
+
+class VinInUseError(CollateralInUseError):
     """A contract's VIN belongs to another contract that has not ended."""
 
+    field = "vin"
+
     def __init__(self, contract_id: str, vin: str, other: Contract) -> None:
-        super().__init__(
+        message = (
             f"VIN {vin} of contract {contract_id} already belongs to contract "
             f"{other.contract_id}, which is {other.state.value}; one car backs "
             f"one live contract, so settle, repurchase or write off "
             f"{other.contract_id} first"
         )
-        self.contract_id = contract_id
+        super().__init__(contract_id, vin, other, message)
         self.vin = vin
-        self.other_id = other.contract_id
 
 
-class LiveVins:
-    """The live contract of each VIN, so that no car is pledged twice.
+class DeviceInUseError(CollateralInUseError):
+    """A contract's tracker is fitted to the car of another live contract."""
 
-    A contract is live until it ends (settled, repurchased or written off).
-    A repossessed contract is still live, because the car may be released to
-    the borrower.
+    field = "devices"
+
+    def __init__(self, contract_id: str, device_id: str, other: Contract) -> None:
+        message = (
+            f"device {device_id} of contract {contract_id} already belongs to "
+            f"contract {other.contract_id}, which is {other.state.value}; a "
+            f"tracker is fitted to one car, so settle, repurchase or write off "
+            f"{other.contract_id} first, or fit another tracker"
+        )
+        super().__init__(contract_id, device_id, other, message)
+        self.device_id = device_id
+
+
+class LiveCollateral:
+    """The live contract of each VIN and each tracker id.
+
+    No car is pledged twice and no tracker reports for two loans. A contract
+    is live until it ends (settled, repurchased or written off), and an ended
+    contract frees its VIN and devices. A repossessed contract is still live,
+    because the car may be released to the borrower.
     """
 
     def __init__(self, contracts: Iterable[Contract] = ()) -> None:
-        self._owners: dict[str, Contract] = {}
+        self._vins: dict[str, Contract] = {}
+        self._devices: dict[str, Contract] = {}
         for contract in contracts:
             self.add(contract)
 
     def owner(self, vin: str) -> Contract | None:
         """Return the live contract of `vin`, if any."""
-        return self._owners.get(normalize_vin(vin))
+        return self._vins.get(normalize_vin(vin))
+
+    def device_owner(self, device_id: str) -> Contract | None:
+        """Return the live contract whose vehicle carries `device_id`, if any."""
+        return self._devices.get(device_id.strip())
 
     def check(self, contract: Contract) -> None:
-        """Raise VinInUseError when another live contract has the same VIN."""
+        """Raise VinInUseError or DeviceInUseError if another live contract clashes."""
         if contract.is_closed:
             return
         other = self.owner(contract.vehicle.vin)
         if other is not None and other.contract_id != contract.contract_id:
             vin = normalize_vin(contract.vehicle.vin)
             raise VinInUseError(contract.contract_id, vin, other)
+        for device_id in contract.devices:
+            other = self.device_owner(device_id)
+            if other is not None and other.contract_id != contract.contract_id:
+                raise DeviceInUseError(contract.contract_id, device_id.strip(), other)
 
     def add(self, contract: Contract) -> None:
-        """Record a live contract; the first one recorded keeps its VIN."""
-        if not contract.is_closed:
-            self._owners.setdefault(normalize_vin(contract.vehicle.vin), contract)
+        """Record a live contract; the first one recorded keeps its VIN and devices."""
+        if contract.is_closed:
+            return
+        self._vins.setdefault(normalize_vin(contract.vehicle.vin), contract)
+        for device_id in contract.devices:
+            self._devices.setdefault(device_id.strip(), contract)
 
 
 def open_contract(

@@ -14,9 +14,9 @@ nested objects that `Contract.to_record` writes. Every bad field of every row
 is reported as a `RowIssue` and the good rows are kept. A VIN made outside
 North America whose check digit does not match is accepted with a warning,
 because ISO 3779 does not require the check digit (North-American rules do,
-so there a mismatch rejects the row). A row whose VIN belongs to another live
-contract, stored or on an earlier row, is rejected: one car backs one live
-contract.
+so there a mismatch rejects the row). A row is rejected when its VIN or one of
+its devices belongs to another live contract, stored or on an earlier row.
+One car backs one live contract, and one tracker is fitted to one car.
 """
 
 from __future__ import annotations
@@ -31,11 +31,11 @@ from typing import Any, TypeVar
 
 from postloan.loans.contracts import (
     Borrower,
+    CollateralInUseError,
     Contract,
     ContractState,
-    LiveVins,
+    LiveCollateral,
     Vehicle,
-    VinInUseError,
     open_contract,
 )
 from postloan.loans.dates import DayCount, parse_date
@@ -50,7 +50,7 @@ from postloan.loans.identity import (
     normalize_time_zone,
     vin_check_digit,
 )
-from postloan.loans.money import parse_amount, parse_decimal
+from postloan.loans.money import parse_decimal, parse_money
 from postloan.loans.rows import FieldReader, ImportFileError, RowIssue, read_csv
 from postloan.loans.schedule import MAX_TERM_MONTHS, LoanTerms, Method
 
@@ -114,11 +114,11 @@ class ContractImport:
 
 
 def _field_of(error: ValueError) -> str:
-    return "vin" if isinstance(error, VinInUseError) else "contract_id"
+    return error.field if isinstance(error, CollateralInUseError) else "contract_id"
 
 
 def _value_of(error: ValueError, contract_id: str) -> str:
-    return error.vin if isinstance(error, VinInUseError) else contract_id
+    return error.value if isinstance(error, CollateralInUseError) else contract_id
 
 
 def _name(text: str) -> str:
@@ -128,10 +128,7 @@ def _name(text: str) -> str:
 
 
 def _principal(text: str) -> Decimal:
-    value = parse_amount(text)
-    if value <= 0:
-        raise ValueError(f"principal {text!r} must be positive")
-    return value
+    return parse_money(text, "principal")
 
 
 def parse_annual_rate(text: str) -> Decimal:
@@ -196,7 +193,13 @@ def _state(text: str) -> ContractState:
 
 
 def _devices(text: str) -> tuple[str, ...]:
-    return tuple(normalize_device_id(d) for d in text.split(";") if d.strip())
+    devices = tuple(normalize_device_id(d) for d in text.split(";") if d.strip())
+    repeated = sorted({d for d in devices if devices.count(d) > 1})
+    if repeated:
+        raise ValueError(
+            f"devices {text!r} are invalid: {', '.join(repeated)} listed more than once"
+        )
+    return devices
 
 
 # Field name -> (parser, required, value when empty). Parsers raise ValueError
@@ -308,7 +311,7 @@ def _collect(
     source: str,
 ) -> ContractImport:
     known = {key: _terms_only(value) for key, value in existing.items()}
-    live = LiveVins(existing.values())
+    live = LiveCollateral(existing.values())
     rows_of: dict[str, int] = {}
     contracts: list[Contract] = []
     duplicates: list[str] = []
@@ -322,8 +325,8 @@ def _collect(
             if earlier is None:
                 try:
                     live.check(contract)
-                except VinInUseError as exc:
-                    fields.fail("vin", exc.vin, str(exc))
+                except CollateralInUseError as exc:
+                    fields.fail(exc.field, exc.value, str(exc))
                     issues.extend(fields.issues)
                     continue
                 live.add(contract)

@@ -6,8 +6,9 @@ to disk and renames it over the old one, so a crash leaves either the old or
 the new file, never a torn one.
 
 `insert` adds new contracts under an exclusive lock on ``DIR/ledger.lock``
-and checks their ids and VINs against the stored contracts inside it, so two
-imports at once cannot pledge one car twice.
+and checks their ids, VINs and devices against the stored contracts inside it,
+so two imports at once cannot pledge one car twice or fit one tracker to two
+cars.
 
 NOTE: `save` takes no lock; two processes saving the same contract at once
 lose one of the writes. The SQL store is meant to replace this directory.
@@ -22,7 +23,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from postloan.loans.contracts import Contract, LiveVins, VinInUseError
+from postloan.loans.contracts import CollateralInUseError, Contract, LiveCollateral
 from postloan.loans.history import LoanHistory
 from postloan.notify.repository import locked_file
 
@@ -70,13 +71,14 @@ class JsonLedger:
         """Save new contracts with empty histories; return the rejected ones' errors.
 
         A contract is rejected, and nothing of it written, when its id is
-        already stored or its VIN belongs to another live contract
-        (`VinInUseError`). The returned dict maps contract ids to errors.
+        already stored or its VIN or one of its devices belongs to another live
+        contract (`VinInUseError`, `DeviceInUseError`). The returned dict maps
+        contract ids to errors.
         """
         rejected: dict[str, ValueError] = {}
         with locked_file(self.root / "ledger.lock"):
             stored = {cid: pair[0] for cid, pair in self.load_all().items()}
-            live = LiveVins(stored.values())
+            live = LiveCollateral(stored.values())
             for contract in contracts:
                 if contract.contract_id in stored:
                     rejected[contract.contract_id] = ValueError(
@@ -86,7 +88,7 @@ class JsonLedger:
                     continue
                 try:
                     live.check(contract)
-                except VinInUseError as exc:
+                except CollateralInUseError as exc:
                     rejected[contract.contract_id] = exc
                     continue
                 self.save(contract, LoanHistory())

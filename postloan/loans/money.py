@@ -13,6 +13,14 @@ from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 CENT = Decimal("0.01")
 ZERO = Decimal("0.00")
 
+# Largest amount a payment or a principal may have: 12 digits before the
+# decimal point and 2 after, the bound the payment API has always enforced.
+# It is a plausibility bound, not a technical one: it is far above any car
+# loan even in currencies with small units, so a longer number is a typo such
+# as a pasted account number.
+MAX_AMOUNT_DIGITS = 12
+MAX_AMOUNT = Decimal(10) ** MAX_AMOUNT_DIGITS - CENT
+
 # Plain amounts (1234.56) and amounts with comma thousands separators
 # (1,234.56), as bank statements print them; at most two decimal places.
 _AMOUNT = re.compile(r"^-?(\d+|\d{1,3}(,\d{3})+)(\.\d{1,2})?$")
@@ -52,6 +60,34 @@ def parse_amount(text: str) -> Decimal:
             "places, e.g. 1234.56 or 1,234.56"
         )
     return Decimal(cleaned.replace(",", "")).quantize(CENT)
+
+
+def check_money(value: Decimal, field: str, text: str | None = None) -> Decimal:
+    """Return ``value`` if it is a positive amount in whole cents up to MAX_AMOUNT.
+
+    Raises ValueError naming ``field``, the value (``text`` when given, as the
+    user typed it) and the limit it breaks. This is the one rule for money
+    entering the ledger: imported and posted payments and contract principals.
+    """
+    quoted = repr(text) if text is not None else str(value)
+    require_decimal(value, field)
+    if value != round_cent(value):
+        raise ValueError(
+            f"{field} {quoted} is invalid: expected at most 2 decimal places"
+        )
+    if value <= 0:
+        raise ValueError(f"{field} {quoted} is invalid: expected a positive amount")
+    if value > MAX_AMOUNT:
+        raise ValueError(
+            f"{field} {quoted} is too large: expected at most {MAX_AMOUNT} "
+            f"({MAX_AMOUNT_DIGITS} digits before the decimal point)"
+        )
+    return value
+
+
+def parse_money(text: str, field: str) -> Decimal:
+    """Parse an amount with `parse_amount` and check it with `check_money`."""
+    return check_money(parse_amount(text), field, text)
 
 
 def parse_decimal(text: str, name: str) -> Decimal:

@@ -16,6 +16,7 @@ from typing import Any
 
 from postloan.loans.dates import parse_date
 from postloan.loans.money import (
+    check_money,
     format_amount,
     parse_amount,
     require_decimal,
@@ -172,7 +173,7 @@ def _read_payment(
                 f"amount {text!r} must be positive; record a reversal to cancel "
                 "a payment"
             )
-        return parsed
+        return check_money(parsed, "amount", text)
 
     def contract_id(text: str) -> str:
         if text not in contracts:

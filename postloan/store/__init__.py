@@ -51,9 +51,12 @@ __all__ = [
     "StopRule",
     "StorageLayout",
     "Store",
+    "StoreNotFoundError",
     "VehicleNotFoundError",
     "VehicleRecord",
+    "open_existing_store",
     "open_store",
+    "sqlite_file_of",
     "storage_layout",
 ]
 
@@ -63,6 +66,45 @@ def _open_sqlite(url: str, layout: StorageLayout) -> Store:
     # the absolute /srv/x.db, as in SQLAlchemy's URLs.
     path = url.removeprefix("sqlite://").removeprefix("/") or MEMORY
     return _sqlite_file(path)
+
+
+def sqlite_file_of(url: str) -> Path | None:
+    """Return the SQLite file that `url` names, or None for PostgreSQL or memory."""
+    scheme, separator, _ = url.partition("://")
+    if not separator:
+        path = url
+    elif scheme.lower() == "sqlite":
+        path = url[len("sqlite://") :].removeprefix("/") or MEMORY
+    else:
+        return None
+    return None if path == MEMORY else Path(path)
+
+
+class StoreNotFoundError(FileNotFoundError):
+    """A command that must not create a store was given a missing SQLite file."""
+
+    def __init__(self, url: str, path: Path) -> None:
+        super().__init__(
+            f"store not found: {path} does not exist (from {url!r}); check the "
+            "path, or create the store with `postloan db migrate --store URL`"
+        )
+        self.url = url
+        self.path = path
+
+
+def open_existing_store(
+    url: str, *, migrate: bool = False, layout: StorageLayout | None = None
+) -> Store:
+    """Open a store like `open_store`, but never create a SQLite file.
+
+    Raises StoreNotFoundError naming the path when the SQLite file `url`
+    names does not exist. A PostgreSQL database is not checked here, because
+    connecting never creates one.
+    """
+    path = sqlite_file_of(url)
+    if path is not None and not path.exists():
+        raise StoreNotFoundError(url, path)
+    return open_store(url, migrate=migrate, layout=layout)
 
 
 def _sqlite_file(path: str) -> Store:

@@ -61,14 +61,12 @@ def _run_query(args: argparse.Namespace, query: Callable[[Store], int]) -> int:
         store.close()
 
 
-def _missing_sqlite_file(url: str) -> str | None:
+def _missing_sqlite_file(url: str) -> Path | None:
     """Return the path of a missing SQLite store, so that reads never create one."""
-    if url.startswith(("postgresql:", "postgres:")):
-        return None
-    path = url.removeprefix("sqlite:///") if url.startswith("sqlite:///") else url
-    if path in {":memory:", ""} or Path(path).exists():
-        return None
-    return path
+    from postloan.store import sqlite_file_of
+
+    path = sqlite_file_of(url)
+    return path if path is not None and not path.exists() else None
 
 
 def _no_schema(error: Exception) -> int:
@@ -254,10 +252,15 @@ def cmd_db_migrate(args: argparse.Namespace) -> int:
 
 
 def cmd_db_maintain(args: argparse.Namespace) -> int:
-    from postloan.store import open_store, storage_layout
+    from postloan.store import StoreNotFoundError, open_existing_store, storage_layout
 
     config, url = _settings(args)
-    store = open_store(url, migrate=False, layout=storage_layout(config.store))
+    layout = storage_layout(config.store)
+    try:
+        store = open_existing_store(url, migrate=False, layout=layout)
+    except StoreNotFoundError as exc:
+        print(f"postloan db maintain: {exc}", file=sys.stderr)
+        return 2
     try:
         report = store.maintain()
     finally:

@@ -37,6 +37,9 @@ TIME_INPUTS = [
     ("2024-03-01", False),
     ("1709283600", False),
     ("yesterday", False),
+    ("0001-01-01T00:00:00+08:00", False),  # before year 1 in UTC
+    ("9999-12-31T23:00:00-08:00", False),  # after year 9999 in UTC
+    ("0001-01-01T08:00:00+08:00", True),
 ]
 
 

@@ -68,7 +68,9 @@ def test_read_contracts_bad_rows_good_kept(tmp_path: Path) -> None:
         GOOD.replace("C-1,", "C-5,").replace("100000.00,0.12", "lots,12"),
         GOOD.replace("C-1,", "C-6,").replace(",annuity,", ",bullet,"),
         GOOD.replace("C-1,", "C-7,").replace("2026-01-31", "31/01/2026"),
-        GOOD.replace("C-1,", "C-8,").replace("1M8GDM9AXKP042788", OTHER_VIN),
+        GOOD.replace("C-1,", "C-8,")
+        .replace("1M8GDM9AXKP042788", OTHER_VIN)
+        .replace("358735070530281;013912345678", "358735070530299"),
     ]
     path = write(tmp_path, "contracts.csv", HEADER + "".join(rows))
 

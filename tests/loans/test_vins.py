@@ -16,7 +16,7 @@ from postloan.loans.contracts import (
     Borrower,
     Contract,
     ContractState,
-    LiveVins,
+    LiveCollateral,
     Vehicle,
     VinInUseError,
 )
@@ -113,9 +113,9 @@ def test_north_american_check_digit_mismatch_rejected() -> None:
         check_vin("1M8GDM9A1KP042788")
 
 
-def test_live_vins_repeats_same_contract() -> None:
+def test_live_collateral_repeats_same_contract() -> None:
     contract = build_contract("C-1")
-    live = LiveVins([contract])
+    live = LiveCollateral([contract])
 
     live.check(contract)  # the contract itself is no conflict
 

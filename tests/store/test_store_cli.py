@@ -201,6 +201,7 @@ def test_cli_db_maintain_sqlite_has_nothing_to_do(
     capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
     url = f"sqlite:///{tmp_path / 'm.db'}"
+    assert run(capsys, "db", "migrate", "--store", url)[0] == 0
 
     code, out, _ = run(capsys, "db", "maintain", "--store", url)
 
