@@ -90,10 +90,14 @@ def _non_negative(text: str) -> float:
 
 
 def cmd_command(args: argparse.Namespace) -> int:
-    from postloan.store import open_store
+    from postloan.store import StoreNotFoundError, open_existing_store
 
     config = load_config(args.config)
-    store = open_store(args.store or config.store.url)
+    try:
+        store = open_existing_store(args.store or config.store.url, migrate=True)
+    except StoreNotFoundError as exc:
+        print(f"postloan command: {exc}", file=sys.stderr)
+        return 2
     try:
         protocol = args.protocol
         if protocol is None:
@@ -156,10 +160,18 @@ def _wait(store: Any, device_id: str, command_id: int, seconds: float) -> Any:
 
 
 def cmd_cancel(args: argparse.Namespace) -> int:
-    from postloan.store import CommandNotFoundError, open_store
+    from postloan.store import (
+        CommandNotFoundError,
+        StoreNotFoundError,
+        open_existing_store,
+    )
 
     config = load_config(args.config)
-    store = open_store(args.store or config.store.url)
+    try:
+        store = open_existing_store(args.store or config.store.url, migrate=True)
+    except StoreNotFoundError as exc:
+        print(f"postloan cancel-command: {exc}", file=sys.stderr)
+        return 2
     try:
         found = [c for c in store.commands() if c.command_id == args.command_id]
         if not found:

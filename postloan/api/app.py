@@ -85,24 +85,50 @@ async def _api_error(request: Request, exc: Exception) -> JSONResponse:
 
 async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
-    errors = [
-        {
-            "field": _field(error.get("loc", ())),
-            "value": _printable(error.get("input")),
-            "message": _message(error),
-        }
-        for error in exc.errors()
-    ]
-    first = errors[0] if errors else {"field": None, "value": None, "message": ""}
-    shown = first["value"]
-    named = f" {shown!r}" if isinstance(shown, str | int | float) else ""
+    described = [_describe(error) for error in exc.errors()]
+    errors = [error for error, _ in described]
+    first, summary = described[0] if described else ({"field": None, "value": None}, "")
     body = {
-        "error": f"invalid {first['field']}{named}: {first['message']}",
+        "error": summary,
         "field": first["field"],
         "value": first["value"],
         "errors": errors,
     }
     return JSONResponse(body, status_code=422)
+
+
+_PLACES = {"query": "query parameter", "path": "path parameter", "header": "header"}
+
+
+def _describe(error: Mapping[str, Any]) -> tuple[dict[str, Any], str]:
+    """Return one validation error as field, value and message, and its summary.
+
+    A body that is not JSON and a missing field are reported as such, without
+    the parsed-so-far or whole body that pydantic gives as their input.
+    """
+    location = tuple(error.get("loc", ()))
+    kind = error.get("type")
+    if kind == "json_invalid":
+        cause = (error.get("ctx") or {}).get("error", "")
+        position = location[1] if len(location) > 1 else "?"
+        message = f"request body is not valid JSON: {cause} at character {position}"
+        return {"field": "body", "value": None, "message": message}, message
+    field = _field(location)
+    if kind == "missing":
+        if location == ("body",):
+            message = "missing request body; send a JSON object"
+        else:
+            where = _PLACES.get(str(location[0]), "field") if location else "field"
+            message = f"missing required {where} {field!r}"
+        return {"field": field, "value": None, "message": message}, message
+    value = _printable(error.get("input"))
+    if location == ("body",) and kind in {"model_attributes_type", "dict_type"}:
+        message = "request body must be a JSON object"
+        return {"field": "body", "value": value, "message": message}, message
+    message = _message(error)
+    named = f" {value!r}" if isinstance(value, str | int | float) else ""
+    summary = f"invalid {field}{named}: {message}"
+    return {"field": field, "value": value, "message": message}, summary
 
 
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:

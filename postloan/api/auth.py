@@ -6,7 +6,7 @@ hex digest, never the token itself::
     [[token]]
     sha256 = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
     user = "li.wei"
-    role = "collector"    # admin, analyst, collector or agency
+    role = "collector"    # admin, supervisor, analyst, collector or agency
     party_id = "c-07"     # the collector's or agency's id in cases
 
 `hash_token` computes the digest; ``postloan api token`` is not a command
@@ -31,15 +31,16 @@ class Role(StrEnum):
     """Permission level of a token's user; collectors and agencies see their cases."""
 
     ADMIN = "admin"
+    SUPERVISOR = "supervisor"  # works every case, decides write-offs and outsourcing
     ANALYST = "analyst"  # reads everything, writes nothing
     COLLECTOR = "collector"  # cases assigned to them
     AGENCY = "agency"  # cases outsourced to it
 
 
 # Roles that work every case and every device, as opposed to their own cases.
-ALL_CASES = frozenset({Role.ADMIN, Role.ANALYST})
+ALL_CASES = frozenset({Role.ADMIN, Role.SUPERVISOR, Role.ANALYST})
 # Roles that see a borrower's full phone number: collectors phone borrowers.
-SEES_PHONE = frozenset({Role.ADMIN, Role.COLLECTOR})
+SEES_PHONE = frozenset({Role.ADMIN, Role.SUPERVISOR, Role.COLLECTOR})
 # Roles that see a borrower's full ID number.
 SEES_ID_NUMBER = frozenset({Role.ADMIN})
 

@@ -145,5 +145,7 @@ def require(*roles: Role) -> Callable[..., Principal]:
 
 Context = Annotated[ApiContext, Depends(get_context)]
 AnyUser = Annotated[Principal, Depends(get_principal)]
-Reader = Annotated[Principal, Depends(require(Role.ADMIN, Role.ANALYST))]
+Reader = Annotated[
+    Principal, Depends(require(Role.ADMIN, Role.SUPERVISOR, Role.ANALYST))
+]
 Admin = Annotated[Principal, Depends(require(Role.ADMIN))]

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import tempfile
 from datetime import date
-from decimal import Decimal, InvalidOperation
 from pathlib import Path as FilePath
 from typing import Annotated, Any
 
@@ -30,6 +29,7 @@ from postloan.loans.contracts import Contract
 from postloan.loans.history import HistoryError
 from postloan.loans.importing import read_contracts
 from postloan.loans.jsonledger import JsonLedger, LedgerFileError
+from postloan.loans.money import parse_money
 from postloan.loans.payments import read_statement
 from postloan.loans.report import contract_status
 from postloan.loans.rows import ImportFileError, RowIssue
@@ -156,11 +156,10 @@ def add_payment(
             field="value_date",
             value=str(body.value_date),
         )
-    amount = _cents(body)
-    if amount <= 0:
-        raise ApiError(
-            422, "amount must be positive", field="amount", value=body.amount
-        )
+    try:
+        amount = parse_money(body.amount, "amount")
+    except ValueError as exc:
+        raise ApiError(422, str(exc), field="amount", value=body.amount) from exc
     try:
         payment = Payment(body.payment_id, contract_id, body.value_date, amount)
         history = history.with_payment(payment)
@@ -171,15 +170,6 @@ def add_payment(
     _ledger(context).save(contract, history)
     context.record(user, "payment.add", contract_id, **payment.to_record())
     return payment.to_record()
-
-
-def _cents(body: PaymentRequest) -> Decimal:
-    try:
-        return Decimal(body.amount)
-    except InvalidOperation as exc:
-        raise ApiError(
-            422, "invalid amount", field="amount", value=body.amount
-        ) from exc
 
 
 def _issues(issues: tuple[RowIssue, ...]) -> list[dict[str, Any]]:
@@ -208,8 +198,8 @@ def import_contracts(
             )
         except ImportFileError as exc:
             raise ApiError(422, str(exc), field="format", value=file_format) from exc
-    # The ledger checks ids and VINs again under its lock, because another
-    # import may have stored a contract since `existing` was read.
+    # The ledger checks ids, VINs and devices again under its lock, because
+    # another import may have stored a contract since `existing` was read.
     result = result.rejecting(ledger.insert(result.contracts))
     added = [c.contract_id for c in result.contracts]
     context.record(user, "contracts.import", ",".join(added) or "-", added=added)

@@ -6,8 +6,9 @@ import io
 import logging
 import queue
 import threading
-from collections.abc import Callable, Iterable, Iterator
-from dataclasses import asdict
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import fields
+from datetime import datetime
 from enum import StrEnum
 from itertools import islice
 from typing import Annotated, Any, TextIO
@@ -27,7 +28,7 @@ from postloan.api.context import (
 )
 from postloan.commands import KINDS, CommandError, build_payload
 from postloan.model import DeviceEvent, FenceEvent, Fix
-from postloan.store import CommandRecord
+from postloan.store import COMMAND_STATUSES, CommandRecord
 from postloan.store.export import to_geojson, write_csv, write_geojson, write_gpx
 from postloan.times import format_optional, format_time
 
@@ -74,20 +75,34 @@ def fix_record(fix: Fix) -> dict[str, Any]:
     }
 
 
+def json_value(value: Any) -> Any:
+    """Return `value` with every mapping (a read-only `MappingProxyType`
+    included) as a dict, sequences as lists and times as ISO 8601 text.
+
+    `dataclasses.asdict` deep-copies field values and so raises on a
+    `MappingProxyType`, which decoders use for read-only attributes.
+    """
+    if isinstance(value, Mapping):
+        return {str(key): json_value(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_value(item) for item in value]
+    if isinstance(value, datetime):
+        return format_time(value)
+    return value
+
+
+def _dataclass_record(instance: Any) -> dict[str, Any]:
+    return {f.name: json_value(getattr(instance, f.name)) for f in fields(instance)}
+
+
 def _event_record(event: DeviceEvent | FenceEvent) -> dict[str, Any]:
-    record = asdict(event)
-    record["time"] = format_time(event.time)
-    if "attributes" in record:
-        record["attributes"] = dict(event.attributes)  # type: ignore[union-attr]
-    return record
+    return _dataclass_record(event)
 
 
 def command_record(command: CommandRecord) -> dict[str, Any]:
-    record = asdict(command)
+    record = _dataclass_record(command)
     for name in ("created_at", "updated_at", "sent_at"):
-        record[name] = format_optional(record[name])
-    record["payload"] = dict(command.payload)
-    record["response"] = None if command.response is None else dict(command.response)
+        record[name] = format_optional(getattr(command, name))
     return record
 
 
@@ -280,6 +295,14 @@ def list_commands(
     status: Annotated[str | None, Query(max_length=20)] = None,
 ) -> list[dict[str, Any]]:
     """Downlink commands and their outcomes, ordered by id."""
+    if status is not None and status not in COMMAND_STATUSES:
+        allowed = ", ".join(sorted(COMMAND_STATUSES))
+        raise ApiError(
+            422,
+            f"invalid status {status!r}; expected one of {allowed}",
+            field="status",
+            value=status,
+        )
     try:
         commands = context.store.commands(device_id, status)
     except ValueError as exc:

@@ -84,6 +84,8 @@ class ImmobilizeRequest:
     approved_at: datetime | None = None
     stopped_since: datetime | None = None  # first fix of the current stop
     command_id: int | None = None
+    # Why staff cut the fuel of a contract that was not overdue (DPD 0).
+    override_reason: str | None = None
 
     def to_record(self) -> dict[str, Any]:
         record: dict[str, Any] = {}

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 
+from postloan.loans import Contract
 from postloan.loans.jsonledger import JsonLedger
+from postloan.risk.engine import BackdatedEvaluationError, RiskEngine
 from postloan.risk.evaluation import evaluate_contract, fence_info, open_engine
+from postloan.risk.evidence import stamp
 from postloan.risk.repository import JsonRiskRepository
 from postloan.risk.rules import DEFAULT_RULES, load_rules
 
@@ -51,17 +55,42 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from postloan.store import open_store
+    from postloan.store import StoreNotFoundError, open_existing_store
 
+    if not args.ledger.is_dir():
+        print(
+            f"postloan risk evaluate: ledger not found: {args.ledger} is not a "
+            "folder; pass the --ledger folder that `postloan loans import` wrote",
+            file=sys.stderr,
+        )
+        return 2
     now = datetime.combine(args.on + timedelta(days=1), time(0), UTC)
     rules = load_rules(args.rules)
     fences = fence_info(args.fences)
-    with open_store(args.store) as store:
+    try:
+        store = open_existing_store(args.store, migrate=True)
+    except StoreNotFoundError as exc:
+        print(f"postloan risk evaluate: {exc}", file=sys.stderr)
+        return 2
+    with store:
         protocols = {device.device_id: device.protocol for device in store.devices()}
         engine, center = open_engine(rules, args.state, protocols)
-        for contract, history in JsonLedger(args.ledger).load_all().values():
-            if contract.is_closed:
-                continue
+        loans = [
+            (contract, history)
+            for contract, history in JsonLedger(args.ledger).load_all().values()
+            if not contract.is_closed
+        ]
+        stale = _backdated(engine, [contract for contract, _ in loans], now)
+        if stale:
+            for error in stale:
+                print(f"postloan risk evaluate: {error}", file=sys.stderr)
+            print(
+                f"postloan risk evaluate: --on {args.on} is evaluated at "
+                f"{stamp(now)}; nothing was changed",
+                file=sys.stderr,
+            )
+            return 2
+        for contract, history in loans:
             firings = evaluate_contract(
                 engine,
                 store,
@@ -75,6 +104,18 @@ def _evaluate(args: argparse.Namespace) -> int:
                 print(json.dumps(firing.to_record(), ensure_ascii=False))
     center.dispatch(now)
     return 0
+
+
+def _backdated(
+    engine: RiskEngine, contracts: list[Contract], now: datetime
+) -> list[BackdatedEvaluationError]:
+    """Return an error for each contract whose risk state is later than `now`."""
+    latest = engine.latest_times({contract.contract_id for contract in contracts})
+    return [
+        BackdatedEvaluationError(contract_id, now, at)
+        for contract_id, at in sorted(latest.items())
+        if now < at
+    ]
 
 
 def _list_cases(args: argparse.Namespace) -> int:

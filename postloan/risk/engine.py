@@ -3,13 +3,18 @@
 `evaluate` is pure: it returns the rule firings for one contract at one time.
 `RiskEngine.run` applies them: it records each firing with its evidence,
 escalates the contract's case, queues message tasks in the rules' order,
-opens GPS work orders and immobilize requests, and closes the case once a
-payment has cleared the arrears.
+opens GPS work orders and immobilize requests, and closes the case once
+payments on installments already due have cleared the arrears.
+
+An evaluation dated before the contract's latest case move or recorded
+firing changes nothing: `RiskEngine.run` logs it and returns no firings,
+and `RiskEngine.last_evaluated` lets a caller reject such a date up front.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import logging
+from collections.abc import Mapping, Sequence, Set
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime
 from decimal import Decimal
@@ -32,8 +37,24 @@ from postloan.risk.places import PlaceSettings, find_stops
 from postloan.risk.repository import RiskRepository
 from postloan.risk.rules import Level, LoanFacts, Rule, Rules
 from postloan.risk.signals import Observations, Signal, compute_signals
+from postloan.times import parse_time
 
 ZERO = Decimal("0")
+log = logging.getLogger(__name__)
+
+
+class BackdatedEvaluationError(ValueError):
+    """An evaluation time is earlier than the contract's last recorded risk step."""
+
+    def __init__(self, contract_id: str, at: datetime, latest: datetime) -> None:
+        super().__init__(
+            f"contract {contract_id}: evaluation at {stamp(at)} is before its "
+            f"latest case move or firing at {stamp(latest)}; evaluate at "
+            f"{stamp(latest)} or later"
+        )
+        self.contract_id = contract_id
+        self.at = at
+        self.latest = latest
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,12 +154,21 @@ class RiskEngine:
         The ledger is taken on `business_date` when given (the date an operator
         named), else on the borrower's local date at `now`.
         """
+        latest = self.last_evaluated(contract.contract_id)
+        if latest is not None and now < latest:
+            # Out-of-order input (a late fix on the bus, a back-dated run)
+            # must not rewrite a case with the ledger of an earlier date.
+            log.warning(
+                "%s; nothing changed",
+                BackdatedEvaluationError(contract.contract_id, now, latest),
+            )
+            return []
         on = business_date or contract.borrower.local_date(now)
         ledger = compute_ledger(contract, history, on)
         facts = loan_facts(contract, ledger)
         firings = evaluate(self.rules, facts, view, now)
         case = self.repository.get_case(contract.contract_id)
-        case = self._close_if_cleared(case, facts, firings, now)
+        case = self._close_if_cleared(case, ledger, facts, firings, now)
         for firing in firings:
             self.repository.add_firing(firing.to_record())
             case = self._escalate(case, contract, firing, view)
@@ -148,20 +178,58 @@ class RiskEngine:
             self.repository.save_case(case)
         return firings
 
+    def last_evaluated(self, contract_id: str) -> datetime | None:
+        """Return the time of the contract's latest case move or firing, if any."""
+        return self.latest_times({contract_id}).get(contract_id)
+
+    def latest_times(self, contract_ids: Set[str]) -> dict[str, datetime]:
+        """Return the latest case move or firing time of each listed contract
+        that has one, reading the firings once."""
+        latest: dict[str, datetime] = {}
+
+        def note(contract_id: str, at: datetime) -> None:
+            if contract_id not in latest or at > latest[contract_id]:
+                latest[contract_id] = at
+
+        for contract_id in contract_ids:
+            case = self.repository.get_case(contract_id)
+            if case is not None and case.history:
+                note(contract_id, max(change.at for change in case.history))
+        for record in self.repository.firings():
+            fired_for = record.get("contract_id")
+            if (
+                isinstance(fired_for, str)
+                and fired_for in contract_ids
+                and "at" in record
+            ):
+                note(fired_for, parse_time(record["at"], "at"))
+        return latest
+
     def _close_if_cleared(
         self,
         case: Case | None,
+        ledger: LedgerState,
         facts: LoanFacts,
         firings: Sequence[Firing],
         now: datetime,
     ) -> Case | None:
-        if case is None or case.is_closed or case.state is CaseState.NEW:
+        if case is None or case.is_closed or not case.history:
             return case
         if facts.dpd > 0 or facts.overdue_amount > 0:
             return case
         if any(firing.rule.case == CaseState.PRE_DUE.value for firing in firings):
             return case  # the reminder's installment is still unpaid
-        reason = "arrears cleared by payments " + ", ".join(facts.payments[-3:])
+        # Close only on money the ledger applied to installments due by its
+        # date. Without such a payment, zero arrears mean nothing fell due yet.
+        due = {i.number for i in ledger.installments if i.due_date <= ledger.on}
+        clearing = tuple(
+            dict.fromkeys(
+                a.payment_id for a in ledger.allocations if a.installment in due
+            )
+        )
+        if not clearing:
+            return case
+        reason = "arrears cleared by payments " + ", ".join(clearing[-3:])
         return apply_case_event(
             case, CaseEvent.CLEAR_ARREARS, actor="ledger", at=now, reason=reason
         )

@@ -14,6 +14,7 @@ NOW = datetime(2024, 3, 1, 9, 0, tzinfo=UTC)
 PRINCIPALS = {
     "admin": Principal("ana", Role.ADMIN),
     "admin2": Principal("bo", Role.ADMIN),
+    "supervisor": Principal("gao", Role.SUPERVISOR),
     "analyst": Principal("chen", Role.ANALYST),
     "collector-c1": Principal("dina", Role.COLLECTOR, "c1"),
     "collector-c2": Principal("emil", Role.COLLECTOR, "c2"),

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import date
+from datetime import date, timedelta
 from decimal import Decimal
 from pathlib import Path
 
@@ -70,6 +70,19 @@ def context(store: Store, tmp_path: Path) -> ApiContext:
         audit=MemoryAuditLog(),
         clock=lambda: NOW,
     )
+
+
+@pytest.fixture
+def bound(context: ApiContext) -> ApiContext:
+    """The context with tracker 1 fitted to the contracts' car and tracker 9
+    fitted to another car, for 90 days up to the API clock."""
+    store = context.store
+    store.upsert_vehicle("car-1", vin="LSVAU2180N2183294")
+    store.upsert_vehicle("car-9", vin="LFV2A21K5G4000009")
+    store.bind_device("860000000000001", "car-1", valid_from=NOW - timedelta(days=90))
+    store.touch_device("860000000000009", "gt06", seen_at=NOW)
+    store.bind_device("860000000000009", "car-9", valid_from=NOW - timedelta(days=90))
+    return context
 
 
 @pytest.fixture

@@ -185,12 +185,12 @@ def test_case_transition_recorded(client: TestClient) -> None:
     body = {"event": "order_repossession", "reason": "car moved to another province"}
 
     response = client.post(
-        "/cases/C-1/transitions", json=body, headers=auth("collector-c1")
+        "/cases/C-1/transitions", json=body, headers=auth("supervisor")
     )
 
     assert response.status_code == 200
     assert response.json()["state"] == "repossession"
-    assert response.json()["history"][-1]["actor"] == "dina"
+    assert response.json()["history"][-1]["actor"] == "gao"
 
 
 def test_case_illegal_transition_is_409(client: TestClient) -> None:
@@ -228,7 +228,7 @@ def test_command_unknown_kind_is_422(client: TestClient) -> None:
     assert response.json()["value"] == "self_destruct"
 
 
-def test_immobilize_needs_second_admin(client: TestClient) -> None:
+def test_immobilize_needs_second_admin(client: TestClient, bound: ApiContext) -> None:
     body = {"contract_id": "C-1", "device_id": "860000000000001", "reason": "M3"}
     created = client.post("/immobilize", json=body, headers=auth("admin")).json()
     path = f"/immobilize/{created['request_id']}/approve"

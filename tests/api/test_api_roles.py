@@ -47,7 +47,7 @@ def test_collector_reads_other_collectors_case_404(client: TestClient) -> None:
 
 
 def test_collector_moves_other_collectors_case_404(client: TestClient) -> None:
-    body = {"event": "recall", "reason": "test"}
+    body = {"event": "assign_collection", "reason": "test"}
 
     response = client.post(
         "/cases/C-2/transitions", json=body, headers=auth("collector-c1")
@@ -73,7 +73,7 @@ def test_analyst_cannot_move_case(client: TestClient) -> None:
 
 
 def test_collector_cannot_assign_agency(client: TestClient) -> None:
-    body = {"event": "outsource", "reason": "no answer", "agency": "a1"}
+    body = {"event": "assign_collection", "reason": "no answer", "agency": "a1"}
 
     response = client.post(
         "/cases/C-1/transitions", json=body, headers=auth("collector-c1")
@@ -134,11 +134,11 @@ def test_masked_id_number_keeps_ends(client: TestClient) -> None:
 def test_case_transition_audited(client: TestClient, context: ApiContext) -> None:
     body = {"event": "order_repossession", "reason": "car left the province"}
 
-    client.post("/cases/C-1/transitions", json=body, headers=auth("collector-c1"))
+    client.post("/cases/C-1/transitions", json=body, headers=auth("supervisor"))
 
     [entry] = context.audit.entries()
-    assert entry.user == "dina"
-    assert entry.role == "collector"
+    assert entry.user == "gao"
+    assert entry.role == "supervisor"
     assert entry.action == "case.transition"
     assert entry.target == "C-1"
     assert entry.at == context.clock()
@@ -153,7 +153,8 @@ def test_rejected_write_not_audited(client: TestClient, context: ApiContext) -> 
     assert context.audit.entries() == []
 
 
-def test_every_write_audited(client: TestClient, context: ApiContext) -> None:
+def test_every_write_audited(client: TestClient, bound: ApiContext) -> None:
+    context = bound
     payment = {"payment_id": "BANK-1", "value_date": "2024-02-01", "amount": "9.99"}
     command = {"kind": "fuel_restore", "reason": "paid"}
     immobilize = {"contract_id": "C-1", "device_id": "860000000000001", "reason": "x"}

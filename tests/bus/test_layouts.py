@@ -31,7 +31,7 @@ from postloan.simulators.trajectories import Trajectory
 from postloan.store import open_store
 
 REPO = Path(__file__).resolve().parents[2]
-TIMEOUT_S = 60.0
+TIMEOUT_S = 120.0
 
 
 def free_port() -> int:
