@@ -185,11 +185,11 @@ def cmd_cancel(args: argparse.Namespace) -> int:
             return 1
         store.update_command(
             args.command_id,
-            "failed",
+            "cancelled",
             at=datetime.now(UTC),
             response={"error": "cancelled by an operator before it was sent"},
         )
-        print(json.dumps({"command_id": args.command_id, "status": "failed"}))
+        print(json.dumps({"command_id": args.command_id, "status": "cancelled"}))
         return 0
     finally:
         store.close()

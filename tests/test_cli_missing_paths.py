@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -138,3 +139,30 @@ def test_risk_evaluate_missing_ledger_rejected(
 )
 def test_sqlite_file_of_url(url: str, expected: Path | None) -> None:
     assert sqlite_file_of(url) == expected
+
+
+def test_cancelled_command_gets_cancelled_status(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    url = f"sqlite:///{tmp_path / 'tracks.db'}"
+    open_store(url).close()
+    assert (
+        main(
+            [
+                "command",
+                "357632600000003",
+                "fuel_cut",
+                "--protocol",
+                "gt06",
+                "--store",
+                url,
+            ]
+        )
+        == 0
+    )
+    capsys.readouterr()
+
+    assert main(["cancel-command", "1", "--store", url]) == 0
+    assert json.loads(capsys.readouterr().out)["status"] == "cancelled"
+    assert main(["cancel-command", "1", "--store", url]) == 1
+    assert "already cancelled" in capsys.readouterr().err

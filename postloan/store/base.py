@@ -42,11 +42,13 @@ from postloan.store.queries import (
 # recorded the send. A reply that arrives after the timeout is still evidence
 # that the command (a fuel cut-off, say) ran. So both moves are legal.
 COMMAND_TRANSITIONS: Mapping[str, frozenset[str]] = {
-    "queued": frozenset({"sent", "answered", "timeout", "failed"}),
+    "queued": frozenset({"sent", "answered", "timeout", "failed", "cancelled"}),
     "sent": frozenset({"sent", "answered", "timeout", "failed"}),
     "timeout": frozenset({"answered"}),
     "answered": frozenset(),
     "failed": frozenset(),
+    # An operator withdrew it before it was sent.
+    "cancelled": frozenset(),
 }
 COMMAND_STATUSES = frozenset(COMMAND_TRANSITIONS)
 

@@ -39,6 +39,10 @@ class Migration:
 _COMMAND_STATUS_CHECK = (
     "CHECK (status IN ('queued', 'sent', 'answered', 'timeout', 'failed'))"
 )
+# Version 3 (SQLite) and 4 (PostgreSQL) add 'cancelled'.
+_COMMAND_STATUSES_WITH_CANCELLED = (
+    "'queued', 'sent', 'answered', 'timeout', 'failed', 'cancelled'"
+)
 
 SQLITE_MIGRATIONS: tuple[Migration, ...] = (
     Migration(
@@ -135,6 +139,40 @@ SQLITE_MIGRATIONS: tuple[Migration, ...] = (
             "ON device_bindings (vehicle_id, valid_from_us)",
             # Area queries scan one time window across all devices.
             "CREATE INDEX positions_time ON positions (time_us)",
+        ),
+    ),
+    Migration(
+        3,
+        "cancelled commands",
+        (
+            # SQLite cannot alter a CHECK constraint, so the table is rebuilt.
+            # The AUTOINCREMENT counter is carried over, so the id of a deleted
+            # newest command is still never reused.
+            f"""CREATE TABLE commands_v3 (
+                id INTEGER PRIMARY KEY AUTOINCREMENT,
+                device_id TEXT NOT NULL,
+                protocol TEXT NOT NULL,
+                kind TEXT NOT NULL,
+                payload TEXT NOT NULL,
+                status TEXT NOT NULL
+                    CHECK (status IN ({_COMMAND_STATUSES_WITH_CANCELLED})),
+                created_us INTEGER NOT NULL,
+                updated_us INTEGER NOT NULL,
+                sent_us INTEGER,
+                response TEXT
+            )""",
+            "INSERT INTO commands_v3 SELECT * FROM commands",
+            """UPDATE sqlite_sequence SET seq = max(seq, coalesce(
+                (SELECT seq FROM sqlite_sequence WHERE name = 'commands'), 0))
+                WHERE name = 'commands_v3'""",
+            """INSERT INTO sqlite_sequence (name, seq)
+                SELECT 'commands_v3', seq FROM sqlite_sequence
+                WHERE name = 'commands' AND NOT EXISTS
+                    (SELECT 1 FROM sqlite_sequence WHERE name = 'commands_v3')""",
+            "DROP TABLE commands",
+            "ALTER TABLE commands_v3 RENAME TO commands",
+            "CREATE INDEX commands_device ON commands (device_id, id)",
+            "CREATE INDEX commands_status ON commands (status, id)",
         ),
     ),
 )
@@ -253,7 +291,23 @@ def postgres_migrations(
     else:
         name = "time partitioning (TimescaleDB hypertables)"
         statements = timescaledb_statements(layout, timescaledb_schema)
-    return (*_POSTGRES_BASE, Migration(TIME_PARTITIONING_VERSION, name, statements))
+    return (
+        *_POSTGRES_BASE,
+        Migration(TIME_PARTITIONING_VERSION, name, statements),
+        _POSTGRES_CANCELLED,
+    )
+
+
+_POSTGRES_CANCELLED = Migration(
+    4,
+    "cancelled commands",
+    (
+        # The inline CHECK of version 1 got PostgreSQL's default name.
+        "ALTER TABLE commands DROP CONSTRAINT IF EXISTS commands_status_check",
+        "ALTER TABLE commands ADD CONSTRAINT commands_status_check "
+        f"CHECK (status IN ({_COMMAND_STATUSES_WITH_CANCELLED}))",
+    ),
+)
 
 
 def pending(migrations: tuple[Migration, ...], applied: set[int]) -> list[Migration]:

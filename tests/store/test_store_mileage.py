@@ -49,9 +49,8 @@ def path_m(fixes: Sequence[Fix]) -> float:
 
 
 def km(fixes: Sequence[Fix]) -> float:
-    days = daily_mileage(fixes)
-    assert len(days) == 1
-    return days[0].distance_km
+    """Total mileage; a track stretched by `repeated` may run past midnight."""
+    return sum(day.distance_km for day in daily_mileage(fixes))
 
 
 def jumps(fixes: Sequence[Fix]) -> int:

@@ -203,8 +203,16 @@ def test_timescaledb_ddl_quotes_extension_schema() -> None:
 
 
 def test_postgres_migrations_pick_layout() -> None:
-    native = postgres_migrations(StorageLayout(), None)[-1]
-    hypertables = postgres_migrations(StorageLayout(), "public")[-1]
+    (native,) = [
+        m
+        for m in postgres_migrations(StorageLayout(), None)
+        if m.version == TIME_PARTITIONING_VERSION
+    ]
+    (hypertables,) = [
+        m
+        for m in postgres_migrations(StorageLayout(), "public")
+        if m.version == TIME_PARTITIONING_VERSION
+    ]
 
     assert native.version == hypertables.version == TIME_PARTITIONING_VERSION
     assert native.statements == native_partitioning_statements()

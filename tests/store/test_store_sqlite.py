@@ -16,6 +16,7 @@ import pytest
 import postloan
 from postloan.model import Fix
 from postloan.store import SQLiteStore, open_store
+from postloan.store.migrations import SQLITE_MIGRATIONS
 
 T0 = datetime(2024, 5, 1, 8, 0, tzinfo=UTC)
 
@@ -108,7 +109,7 @@ def test_sqlite_migrate_records_versions(sqlite_store: SQLiteStore) -> None:
             "SELECT version FROM schema_migrations ORDER BY version"
         ).fetchall()
 
-    assert versions == [(1,), (2,)]
+    assert versions == [(1,), (2,), (3,)]
 
 
 def test_sqlite_migrate_rejects_newer_schema(sqlite_store: SQLiteStore) -> None:
@@ -174,3 +175,39 @@ def test_open_store_rejects_unknown_scheme() -> None:
     assert "sqlite://" in message
     assert "postgresql://" in message
     assert "secret" not in message
+
+
+def test_sqlite_upgrade_allows_cancelled_and_keeps_ids(tmp_path: Path) -> None:
+    path = tmp_path / "v2.db"
+    with sqlite3.connect(path) as conn:
+        conn.execute(
+            "CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, "
+            "name TEXT NOT NULL, applied_us INTEGER NOT NULL)"
+        )
+        for migration in SQLITE_MIGRATIONS[:2]:
+            for statement in migration.statements:
+                conn.execute(statement)
+            conn.execute(
+                "INSERT INTO schema_migrations VALUES (?, ?, 0)",
+                (migration.version, migration.name),
+            )
+        for _ in range(3):
+            conn.execute(
+                "INSERT INTO commands (device_id, protocol, kind, payload, status, "
+                "created_us, updated_us) VALUES ('d1', 'gt06', 'fuel_cut', '{}', "
+                "'queued', 0, 0)"
+            )
+        conn.execute("DELETE FROM commands WHERE id = 3")
+    conn.close()
+
+    store = SQLiteStore(str(path))
+    store.migrate()
+    store.update_command(1, "cancelled", at=datetime(2024, 5, 1, tzinfo=UTC))
+    new_id = store.add_command(
+        "d1", "gt06", "fuel_cut", {}, created_at=datetime(2024, 5, 1, tzinfo=UTC)
+    )
+    statuses = {c.command_id: c.status for c in store.commands()}
+    store.close()
+
+    assert statuses == {1: "cancelled", 2: "queued", 4: "queued"}
+    assert new_id == 4
