@@ -6,8 +6,8 @@ the end) and measures, with the same JSON fix payloads at QoS 1:
 * the ceiling: a bare aiomqtt loop in this process publishes windows of 256
   messages (as BusPublisher does) to a bare aiomqtt subscriber in a child
   process that only counts. It runs before and after the worker rounds with
-  paho-mqtt's default of 20 messages in flight, as BusPublisher has it, and
-  once with 256 in flight. Then mosquitto_pub -l sends to mosquitto_sub -C
+  paho-mqtt's default of 20 messages in flight, and once with 256 in flight,
+  the limit BusPublisher sets. Then mosquitto_pub -l sends to mosquitto_sub -C
   when both are installed;
 * store rounds: 1 or more ``BusPublisher`` instances in this process, each
   with its own devices and on-disk queue (as gateways have), get the fixes in
@@ -531,14 +531,14 @@ def publisher_inflight(limit: int | None) -> contextlib.AbstractContextManager[o
     """Patch aiomqtt.Client so that clients built meanwhile allow `limit` in flight.
 
     Only for the --publisher-inflight comparison: BusPublisher builds its
-    client in its own task and has no setting for paho-mqtt's limit.
+    client in its own task with a fixed limit, which this replaces.
     """
     if limit is None:
         return contextlib.nullcontext()
 
     class Client(aiomqtt.Client):
         def __init__(self, *args: Any, **kwargs: Any) -> None:
-            kwargs.setdefault("max_inflight_messages", limit)
+            kwargs["max_inflight_messages"] = limit
             super().__init__(*args, **kwargs)
 
     return unittest.mock.patch.object(aiomqtt, "Client", Client)
@@ -865,6 +865,8 @@ async def run(
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+
+    # What each round sends and to how many processes.
     parser.add_argument(
         "--fixes", type=int, default=20_000, help="fixes per round (default 20000)"
     )
@@ -888,6 +890,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--fence", action="store_true", help="also run rounds of fence workers"
     )
+
+    # Where workers store, and how long and how closely a round is watched.
     parser.add_argument(
         "--store-url",
         help="PostgreSQL URL; the workers of a round share a new schema of it, "
@@ -905,12 +909,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="write a cProfile file of worker 0 of every round to this folder "
         "and print its top functions (slows that worker down)",
     )
+
+    # Client and broker limits, for comparisons.
     parser.add_argument(
         "--publisher-inflight",
         type=int,
         help="let every BusPublisher client have this many QoS 1 messages awaiting "
-        "PUBACK instead of paho-mqtt's default of 20 (a comparison: it patches "
-        "aiomqtt.Client for the publishers)",
+        "PUBACK instead of its own 256 (a comparison: it patches aiomqtt.Client "
+        "for the publishers)",
     )
     parser.add_argument(
         "--max-inflight",
@@ -930,6 +936,8 @@ def build_parser() -> argparse.ArgumentParser:
         "those in flight, later ones are dropped; 0 = no limit "
         "(default 0; mosquitto's own default is 1000)",
     )
+
+    # Internal: the bare subscriber's child process.
     parser.add_argument("--bare-subscriber", nargs=2, type=int, help=argparse.SUPPRESS)
     return parser
 

@@ -183,8 +183,8 @@ class BusPublisher:
             identifier=self.config.client_id,
             protocol=aiomqtt.ProtocolVersion.V5,
             timeout=_PUBLISH_TIMEOUT_S,
-            # paho keeps all but 20 QoS 1 messages back until PUBACKs return
-            # unless told otherwise, which capped one publisher near 4,000/s.
+            # By default paho keeps all but 20 QoS 1 messages back until their
+            # PUBACKs return, which capped one publisher near 4,000 fixes/s.
             max_inflight_messages=_PUBLISH_WINDOW,
         ) as client:
             client.pending_calls_threshold = _PUBLISH_WINDOW

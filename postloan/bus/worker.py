@@ -5,9 +5,9 @@ worker_index`` (``postloan/v1/positions/<partition>/#``, and the ``events``
 topics for a consumer of device events). Give each worker of a role its own
 index, so every device (one partition) goes to one worker and its messages
 arrive in order. With ``[bus] shared_subscriptions`` true the filters carry
-the MQTT v5 share prefix ``$share/<group>-<role>/``, and a second worker with
-the same index joins the group as a standby; the broker then alternates
-messages between the two and the order per device is lost.
+the MQTT v5 share prefix ``$share/<group>-<role>/``, so a second worker with
+the same index joins the group as a standby. The broker then alternates
+messages between the two, and the order per device is lost.
 
 A worker sends the PUBACK of a message only after its consumer has handled
 the batch that contains it. The broker keeps an unacknowledged message in the

@@ -74,12 +74,9 @@ class Gateway:
         # Called with `WriterStats` after each batch that stored fixes; metrics
         # use it for the store latency histogram.
         self.batch_observers: list[Callable[[WriterStats], None]] = []
-        # Called with each batch of fixes once the store contains it; the MQTT
-        # bus publisher (postloan.bus) is one.
-        self.stored_observers: list[Callable[[Sequence[Fix]], None]] = []
         # Called with the fixes and device events of each batch once the store
-        # contains them, leaving out records it rejected as invalid; the bus
-        # publisher and the bus roles run in this process are these.
+        # contains them, without the records it rejected as invalid. The bus
+        # publisher and the bus roles of this process are such observers.
         self.record_observers: list[RecordsHook] = []
         # Called with (device id, command id, response) for each command response.
         self.answer_observers: list[Callable[[str, int, dict[str, Any]], None]] = []
@@ -366,13 +363,11 @@ class Gateway:
     # Fences
 
     def _batch_stored(self, batch: RecordBatch) -> None:
-        """Tell the observers of what the store now holds; run the fence check."""
+        """Pass what the store now contains to the observers; run the fence check."""
         fixes = batch.fixes
         if fixes:
             for observe in self.batch_observers:
                 observe(self.writer.stats)
-            for observe_fixes in self.stored_observers:
-                observe_fixes(fixes)
         self._records_stored(fixes, batch.events)
         if self._fence_check is None or not fixes:
             return

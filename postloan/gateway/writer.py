@@ -12,9 +12,9 @@ places:
   store again, and between them the spool is drained into it, oldest first.
 
 While the store is held (`hold_store`), every batch goes to the spool and
-nothing is drained. The gateway holds it when it starts with the database
-down, until the schema is migrated. After `release_store` the spool is
-drained as after an outage.
+nothing is drained. The gateway calls it when it starts with the database
+down and releases the store once the schema is migrated. After
+`release_store` the spool is drained as after an outage.
 
 When neither takes a batch (no spool configured, spool full, disk failure)
 the batch waits in memory and is retried with capped back-off, its futures
@@ -652,8 +652,8 @@ def _accepted(
     if not rejected:
         return RecordBatch(batch.fixes, batch.events)
     # Rejected parts hold the very objects of `batch`, so identity finds them.
-    gone = {id(r) for part, _ in rejected for r in (*part.fixes, *part.events)}
+    dropped = {id(r) for part, _ in rejected for r in (*part.fixes, *part.events)}
     return RecordBatch(
-        [fix for fix in batch.fixes if id(fix) not in gone],
-        [event for event in batch.events if id(event) not in gone],
+        [fix for fix in batch.fixes if id(fix) not in dropped],
+        [event for event in batch.events if id(event) not in dropped],
     )
