@@ -422,8 +422,8 @@ def test_gateway_started_during_postgres_outage(
         store.close()
 
 
-async def wait_for_devices(dsn: str, wanted: set[str], timeout: float) -> set[str]:
-    """Poll the devices table until it lists `wanted`; return what it lists last."""
+async def wait_for_devices(dsn: str, expected: set[str], timeout: float) -> set[str]:
+    """Poll the devices table until it lists `expected`; return what it lists last."""
     deadline = time.monotonic() + timeout
     seen: set[str] = set()
     while time.monotonic() < deadline:
@@ -432,7 +432,7 @@ async def wait_for_devices(dsn: str, wanted: set[str], timeout: float) -> set[st
             seen = {d.device_id for d in await asyncio.to_thread(store.devices)}
         finally:
             store.close()
-        if wanted <= seen:
+        if expected <= seen:
             break
         await asyncio.sleep(0.2)
     return seen

@@ -127,17 +127,17 @@ def screen_invalid_fixes(
     its value.
     """
     rejected: list[tuple[Fix, InvalidFixError]] = []
-    kept: list[Fix] = []
+    valid: list[Fix] = []
     for fix in outcome.fixes:
         try:
             check_fix(fix)
         except InvalidFixError as exc:
             rejected.append((fix, exc))
         else:
-            kept.append(fix)
+            valid.append(fix)
     if not rejected:
         return rejected
-    outcome.fixes = kept
+    outcome.fixes = valid
     for fix, error in rejected:
         outcome.events.append(
             rejected_fix_event(

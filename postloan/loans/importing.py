@@ -97,7 +97,7 @@ class ContractImport:
         `errors` maps contract ids to the reason each could not be stored, as
         `JsonLedger.insert` returns them.
         """
-        kept = tuple(c for c in self.contracts if c.contract_id not in errors)
+        accepted = tuple(c for c in self.contracts if c.contract_id not in errors)
         late = tuple(
             RowIssue(
                 self.rows[cid], _field_of(error), _value_of(error, cid), str(error)
@@ -107,7 +107,7 @@ class ContractImport:
         rejected_rows = {issue.row for issue in late}
         return replace(
             self,
-            contracts=kept,
+            contracts=accepted,
             issues=tuple(sorted((*self.issues, *late), key=lambda i: i.row)),
             warnings=tuple(w for w in self.warnings if w.row not in rejected_rows),
         )

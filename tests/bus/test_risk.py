@@ -95,16 +95,18 @@ async def _send(
     await asyncio.wait_for(reader.readuntil(b"\r\n"), 15)
 
 
-async def _case_state(state: Path, wanted: CaseState, timeout: float = 30.0) -> None:
+async def _case_state(
+    state: Path, expected_state: CaseState, timeout: float = 30.0
+) -> None:
     repository = JsonRiskRepository(state)
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     while True:
         case = repository.get_case(CONTRACT)
-        if case is not None and case.state is wanted:
+        if case is not None and case.state is expected_state:
             return
         current = None if case is None else case.state
-        assert loop.time() < deadline, f"case is {current}, expected {wanted}"
+        assert loop.time() < deadline, f"case is {current}, expected {expected_state}"
         await asyncio.sleep(0.1)
 
 
